@@ -1,0 +1,42 @@
+"""Data layer: byte tokenizer, text corpora, tfds array_record preparation, grain packing.
+
+Flow: ``corpus`` (documents -> chunks, train/validation by hash) -> ``tfds_text`` (chunks ->
+array_record files, random access) -> ``pipeline`` (records -> tokens -> packed [B, T] batches).
+``tfds_text`` (and tensorflow_datasets) is imported only when a corpus is prepared.
+"""
+
+from jaxlab.data.corpus import (
+    DataError,
+    chunk_document,
+    default_documents,
+    list_files,
+    read_documents,
+    split_chunks,
+)
+from jaxlab.data.pipeline import (
+    BATCH_KEYS,
+    DataConfig,
+    JsonStateIterDataset,
+    batches_per_epoch,
+    lm_dataset,
+    open_split,
+    packed_lm_dataset,
+    resolve_data_dir,
+    tokenize_record,
+)
+from jaxlab.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
+
+
+def prepare(*args, **kwargs):
+    """See :func:`jaxlab.data.tfds_text.prepare` (imported lazily: it loads tensorflow_datasets)."""
+    from jaxlab.data.tfds_text import prepare as _prepare
+
+    return _prepare(*args, **kwargs)
+
+
+__all__ = [
+    "BATCH_KEYS", "BOS_ID", "EOS_ID", "PAD_ID", "VOCAB_SIZE", "ByteTokenizer", "DataConfig",
+    "DataError", "JsonStateIterDataset", "batches_per_epoch", "chunk_document",
+    "default_documents", "list_files", "lm_dataset", "open_split", "packed_lm_dataset",
+    "prepare", "read_documents", "resolve_data_dir", "split_chunks", "tokenize_record",
+]

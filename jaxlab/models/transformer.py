@@ -1,0 +1,261 @@
+"""A Llama-style decoder LM as pure functions of a params pytree.
+
+    x_0 = E[tokens]
+    x_{l+1} = x_l' + mlp(norm(x_l')),   x_l' = x_l + attn(norm(x_l))      (pre-norm residual)
+    logits = unembed(norm(x_L))
+
+Layers are stacked on a leading L axis and run under ``lax.scan`` (one layer compiled once),
+optionally rematerialised. ``init(cfg, key)``, ``apply(params, tokens, cfg)``; for generation
+``init_cache``, ``prefill`` and ``decode_step`` share the same forward pass.
+
+The KV cache is a dict: ``k``, ``v`` [L, B, S, K, Dh]; ``segment_ids`` [B, S] (1 for a written
+token slot, 0 for padding and empty slots); ``positions`` [B], the next token's position in
+each row; ``index``, the next slot to write (the same for all rows: prompts are left-padded,
+which keeps distances between real tokens equal to slot distances).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention
+from jaxlab.nn.embed import embed, init_embedding, unembed
+from jaxlab.nn.linear import init_dense
+from jaxlab.nn.mlp import MlpType, init_mlp, mlp
+from jaxlab.nn.norms import NormType, init_norm, norm
+
+DType = Literal["float32", "bfloat16", "float16"]
+Remat = Literal["none", "full", "dots"]
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Decoder LM hyper-parameters (frozen, hashable: static under jit)."""
+
+    vocab_size: int = 264
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    head_dim: int = 64
+    mlp_dim: int = 768
+    mlp_type: MlpType = "swiglu"
+    norm_type: NormType = "rms"
+    norm_eps: float = 1e-6
+    qk_norm: bool = False
+    rope_base: float = 10000.0
+    rope_fraction: float = 1.0  # share of each head's dims that is rotated; 0 = NoPE
+    causal: bool = True
+    window: int | None = None  # sliding-window attention in every layer
+    tie_embeddings: bool = True
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    param_dtype: DType = "float32"
+    compute_dtype: DType = "float32"
+    attention_impl: str = "auto"
+    remat: Remat = "none"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"model.n_heads ({self.n_heads}) must be a multiple of "
+                             f"model.n_kv_heads ({self.n_kv_heads})")
+        if not 0.0 <= self.rope_fraction <= 1.0:
+            raise ValueError(f"model.rope_fraction must be in [0, 1], got {self.rope_fraction}")
+
+    @property
+    def attention(self) -> AttentionConfig:
+        return AttentionConfig(
+            d_model=self.d_model, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
+            head_dim=self.head_dim, qk_norm=self.qk_norm, norm_eps=self.norm_eps,
+            rope_base=self.rope_base, rope_fraction=self.rope_fraction, causal=self.causal,
+            window=self.window, bias=self.attention_bias, impl=self.attention_impl)
+
+    @property
+    def dtype(self):
+        return jnp.dtype(self.compute_dtype)
+
+
+def _init_layer(key: jax.Array, cfg: Config) -> dict:
+    k_attn, k_mlp = jax.random.split(key)
+    dtype = jnp.dtype(cfg.param_dtype)
+    out_scale = (2 * cfg.n_layers) ** -0.5
+    return {
+        "attn_norm": init_norm(cfg.d_model, cfg.norm_type, dtype),
+        "attn": init_attention(k_attn, cfg.attention, dtype=dtype, out_scale=out_scale),
+        "mlp_norm": init_norm(cfg.d_model, cfg.norm_type, dtype),
+        "mlp": init_mlp(k_mlp, cfg.d_model, cfg.mlp_dim, dtype=dtype, bias=cfg.mlp_bias,
+                        out_scale=out_scale),
+    }
+
+
+def init(cfg: Config, key: jax.Array) -> dict:
+    """Params pytree; per-layer params are stacked on a leading [L] axis under ``layers``."""
+    k_embed, k_layers, k_out = jax.random.split(key, 3)
+    dtype = jnp.dtype(cfg.param_dtype)
+    params = {
+        "embed": init_embedding(k_embed, cfg.vocab_size, cfg.d_model, dtype),
+        "layers": jax.vmap(lambda k: _init_layer(k, cfg))(jax.random.split(k_layers, cfg.n_layers)),
+        "final_norm": init_norm(cfg.d_model, cfg.norm_type, dtype),
+    }
+    if not cfg.tie_embeddings:
+        params["unembed"] = init_dense(k_out, (cfg.d_model,), (cfg.vocab_size,), dtype=dtype)
+    return params
+
+
+# Logical axis names of every param, by path (the ``layers/`` prefix adds a leading "layers").
+PARAM_AXES = {
+    "embed/embedding": ("vocab", "embed"),
+    "unembed/kernel": ("embed", "vocab"),
+    "final_norm/scale": ("norm",),
+    "final_norm/bias": ("norm",),
+    "attn_norm/scale": ("norm",),
+    "attn_norm/bias": ("norm",),
+    "mlp_norm/scale": ("norm",),
+    "mlp_norm/bias": ("norm",),
+    "attn/q/kernel": ("embed", "heads", "head_dim"),
+    "attn/q/bias": ("heads", "head_dim"),
+    "attn/k/kernel": ("embed", "kv_heads", "head_dim"),
+    "attn/k/bias": ("kv_heads", "head_dim"),
+    "attn/v/kernel": ("embed", "kv_heads", "head_dim"),
+    "attn/v/bias": ("kv_heads", "head_dim"),
+    "attn/o/kernel": ("heads", "head_dim", "embed"),
+    "attn/o/bias": ("embed",),
+    "attn/q_norm/scale": ("head_dim",),
+    "attn/k_norm/scale": ("head_dim",),
+    "mlp/gate/kernel": ("embed", "mlp"),
+    "mlp/gate/bias": ("mlp",),
+    "mlp/up/kernel": ("embed", "mlp"),
+    "mlp/up/bias": ("mlp",),
+    "mlp/down/kernel": ("mlp", "embed"),
+    "mlp/down/bias": ("embed",),
+}
+
+
+def param_axes(path: str) -> tuple[str, ...]:
+    """Logical axis names of the param at ``path`` (e.g. ``layers/attn/q/kernel``)."""
+    if path.startswith("layers/"):
+        return ("layers",) + param_axes(path[len("layers/"):])
+    if path not in PARAM_AXES:
+        raise KeyError(f"no logical axes known for param {path!r}")
+    return PARAM_AXES[path]
+
+
+def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, positions_BT, segment_ids_BT,
+           cache_index, kv_segment_ids_BS):
+    h_BTD = norm(layer_params["attn_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
+    attn_BTD, new_cache = attention_block(
+        layer_params["attn"], h_BTD, cfg.attention, positions_BT=positions_BT,
+        segment_ids_BT=segment_ids_BT, cache=cache_layer, cache_index=cache_index,
+        kv_segment_ids_BS=kv_segment_ids_BS)
+    x_BTD = x_BTD + attn_BTD
+    h_BTD = norm(layer_params["mlp_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
+    return x_BTD + mlp(layer_params["mlp"], h_BTD, cfg.mlp_type), new_cache
+
+
+def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv_cache=None,
+             cache_index=0, kv_segment_ids_BS=None, return_hidden=False):
+    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None)."""
+    x_BTD = embed(params["embed"], tokens_BT, cfg.dtype)
+
+    def body(x_BTD, xs):
+        layer_params, cache_layer = xs
+        x_BTD, new_cache = _layer(cfg, x_BTD, layer_params, cache_layer, positions_BT=positions_BT,
+                                  segment_ids_BT=segment_ids_BT, cache_index=cache_index,
+                                  kv_segment_ids_BS=kv_segment_ids_BS)
+        return x_BTD, (new_cache, x_BTD if return_hidden else None)
+
+    if cfg.remat != "none":
+        body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
+    x0_BTD = x_BTD
+    x_BTD, (new_cache, hidden_LBTD) = jax.lax.scan(body, x_BTD, (params["layers"], kv_cache))
+    h_BTD = norm(params["final_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
+    unembed_params = params["embed"] if cfg.tie_embeddings else params["unembed"]
+    logits_BTV = unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings)
+    if return_hidden:
+        hidden_LBTD = jnp.concatenate([x0_BTD[None], hidden_LBTD], axis=0)
+    return logits_BTV, new_cache, hidden_LBTD
+
+
+def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.Array | None = None,
+          segment_ids_BT: jax.Array | None = None, return_hidden: bool = False):
+    """Logits [B, T, V] (float32) of a batch of token rows.
+
+    Args:
+      positions_BT: token positions for RoPE (default 0..T-1; packed rows restart per segment).
+      segment_ids_BT: packed-sequence ids; tokens attend only within their segment (0 = pad).
+      return_hidden: also return the residual stream before each layer and after the last,
+        ``hidden_LBTD`` of shape [n_layers + 1, B, T, D] (before the final norm).
+    """
+    if tokens_BT.ndim != 2:
+        raise ValueError(f"tokens must be [B, T], got shape {tokens_BT.shape}")
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    logits_BTV, _, hidden_LBTD = _forward(params, tokens_BT, cfg, positions_BT=positions_BT,
+                                          segment_ids_BT=segment_ids_BT, return_hidden=return_hidden)
+    return (logits_BTV, hidden_LBTD) if return_hidden else logits_BTV
+
+
+def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
+    """An empty KV cache for ``batch_size`` rows of up to ``max_len`` tokens."""
+    dtype = cfg.dtype if dtype is None else dtype
+    shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "segment_ids": jnp.zeros((batch_size, max_len), jnp.int32),
+        "positions": jnp.zeros((batch_size,), jnp.int32),
+        "index": jnp.zeros((), jnp.int32),
+    }
+
+
+def _cached_forward(params, tokens_BT, cfg, cache, mask_BT):
+    segment_ids_BT = mask_BT.astype(jnp.int32)
+    positions_BT = cache["positions"][:, None] + jnp.maximum(jnp.cumsum(segment_ids_BT, axis=1) - 1, 0)
+    index = cache["index"]
+    kv_segment_ids_BS = jax.lax.dynamic_update_slice_in_dim(
+        cache["segment_ids"], segment_ids_BT, index, axis=1)
+    logits_BTV, kv, _ = _forward(
+        params, tokens_BT, cfg, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT,
+        kv_cache={"k": cache["k"], "v": cache["v"]}, cache_index=index,
+        kv_segment_ids_BS=kv_segment_ids_BS)
+    new_cache = {
+        "k": kv["k"], "v": kv["v"], "segment_ids": kv_segment_ids_BS,
+        "positions": cache["positions"] + jnp.sum(segment_ids_BT, axis=1),
+        "index": index + tokens_BT.shape[1],
+    }
+    return logits_BTV, new_cache
+
+
+def prefill(params: dict, tokens_BT: jax.Array, cfg: Config, cache: dict, *,
+            mask_BT: jax.Array | None = None):
+    """Runs the prompt through the model, filling the cache. Returns (logits_BTV, cache).
+
+    ``mask_BT`` is 1 for real tokens and 0 for left padding (prompts of different lengths are
+    left-padded to a common length); the logits of row b's last real token are at T - 1.
+    """
+    if mask_BT is None:
+        mask_BT = jnp.ones(tokens_BT.shape, jnp.int32)
+    return _cached_forward(params, tokens_BT, cfg, cache, mask_BT)
+
+
+def decode_step(params: dict, tokens_B: jax.Array, cfg: Config, cache: dict):
+    """Feeds one token per row. Returns (logits_BV, cache)."""
+    logits_B1V, cache = _cached_forward(params, tokens_B[:, None], cfg, cache,
+                                        jnp.ones((tokens_B.shape[0], 1), jnp.int32))
+    return logits_B1V[:, 0], cache
+
+
+def count_params(params: dict) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,88 @@
+"""The attention block: projections, optional QK-norm, RoPE, attention and output projection.
+
+    q = x W_q,  k = x W_k,  v = x W_v       (W_q: [D, H, Dh], W_k, W_v: [D, K, Dh])
+    q, k = rope(norm(q)), rope(norm(k))     (QK-norm optional, per head over Dh)
+    out = attention(q, k, v) W_o            (W_o: [H, Dh, D])
+
+The attention math goes through :func:`jaxlab.kernels.attention`. With a KV cache the block
+writes this call's keys and values at ``cache_index`` and attends over the whole cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxlab.kernels import attention
+from jaxlab.nn.linear import dense, init_dense
+from jaxlab.nn.norms import init_norm, rms_norm
+from jaxlab.nn.rope import apply_rope
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    qk_norm: bool = False
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    rope_fraction: float = 1.0
+    causal: bool = True
+    window: int | None = None
+    bias: bool = False
+    impl: str = "auto"
+
+
+def init_attention(key: jax.Array, cfg: AttentionConfig, *, dtype=jnp.float32,
+                   out_scale: float = 1.0) -> dict:
+    kq, kk, kv, ko = jax.random.split(key, 4)
+    D, H, K, Dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    params = {
+        "q": init_dense(kq, (D,), (H, Dh), dtype=dtype, bias=cfg.bias),
+        "k": init_dense(kk, (D,), (K, Dh), dtype=dtype, bias=cfg.bias),
+        "v": init_dense(kv, (D,), (K, Dh), dtype=dtype, bias=cfg.bias),
+        "o": init_dense(ko, (H, Dh), (D,), dtype=dtype, scale=out_scale),
+    }
+    if cfg.qk_norm:
+        params["q_norm"] = init_norm(Dh, "rms", dtype)
+        params["k_norm"] = init_norm(Dh, "rms", dtype)
+    return params
+
+
+def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
+                    positions_BT: jax.Array, segment_ids_BT: jax.Array | None = None,
+                    cache: dict | None = None, cache_index: jax.Array | int = 0,
+                    kv_segment_ids_BS: jax.Array | None = None):
+    """Returns (out_BTD, new_cache). ``cache`` = {"k", "v": [B, S, K, Dh]} or None.
+
+    With a cache, ``kv_segment_ids_BS`` are the segment ids of all S cache slots (this call's
+    slots included) and ``segment_ids_BT`` those of the queries.
+    """
+    q_BTHD = dense(params["q"], x_BTD, "btd,dhk->bthk")
+    k_BTKD = dense(params["k"], x_BTD, "btd,dhk->bthk")
+    v_BTKD = dense(params["v"], x_BTD, "btd,dhk->bthk")
+    if cfg.qk_norm:
+        q_BTHD = rms_norm(params["q_norm"], q_BTHD, cfg.norm_eps)
+        k_BTKD = rms_norm(params["k_norm"], k_BTKD, cfg.norm_eps)
+    q_BTHD = apply_rope(q_BTHD, positions_BT, base=cfg.rope_base, fraction=cfg.rope_fraction)
+    k_BTKD = apply_rope(k_BTKD, positions_BT, base=cfg.rope_base, fraction=cfg.rope_fraction)
+
+    if cache is None:
+        out_BTHD = attention(q_BTHD, k_BTKD, v_BTKD, causal=cfg.causal, window=cfg.window,
+                             segment_ids=segment_ids_BT, impl=cfg.impl)
+        new_cache = None
+    else:
+        k_BSKD = jax.lax.dynamic_update_slice_in_dim(
+            cache["k"], k_BTKD.astype(cache["k"].dtype), cache_index, axis=1)
+        v_BSKD = jax.lax.dynamic_update_slice_in_dim(
+            cache["v"], v_BTKD.astype(cache["v"].dtype), cache_index, axis=1)
+        segments = None if segment_ids_BT is None else (segment_ids_BT, kv_segment_ids_BS)
+        out_BTHD = attention(q_BTHD, k_BSKD.astype(q_BTHD.dtype), v_BSKD.astype(q_BTHD.dtype),
+                             causal=cfg.causal, window=cfg.window, segment_ids=segments,
+                             q_offset=cache_index, impl=cfg.impl)
+        new_cache = {"k": k_BSKD, "v": v_BSKD}
+    return dense(params["o"], out_BTHD, "bthk,hkd->btd"), new_cache

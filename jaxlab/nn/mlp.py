@@ -1,0 +1,39 @@
+"""Gated MLPs: SwiGLU and GeGLU.
+
+    mlp(x) = W_down (act(W_gate x) * (W_up x)),   act = SiLU (SwiGLU) or tanh-GELU (GeGLU)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxlab.nn.linear import dense, init_dense
+
+MlpType = Literal["swiglu", "geglu"]
+
+_ACTIVATIONS = {
+    "swiglu": jax.nn.silu,
+    "geglu": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+
+def init_mlp(key: jax.Array, d_model: int, mlp_dim: int, *, dtype=jnp.float32, bias: bool = False,
+             out_scale: float = 1.0) -> dict:
+    """gate, up: [D, F]; down: [F, D] (its init scaled by ``out_scale``)."""
+    k_gate, k_up, k_down = jax.random.split(key, 3)
+    return {
+        "gate": init_dense(k_gate, (d_model,), (mlp_dim,), dtype=dtype, bias=bias),
+        "up": init_dense(k_up, (d_model,), (mlp_dim,), dtype=dtype, bias=bias),
+        "down": init_dense(k_down, (mlp_dim,), (d_model,), dtype=dtype, bias=bias, scale=out_scale),
+    }
+
+
+def mlp(params: dict, x_BTD: jax.Array, kind: MlpType = "swiglu") -> jax.Array:
+    if kind not in _ACTIVATIONS:
+        raise ValueError(f"unknown mlp type {kind!r}; expected one of {sorted(_ACTIVATIONS)}")
+    gate_BTF = dense(params["gate"], x_BTD, "btd,df->btf")
+    up_BTF = dense(params["up"], x_BTD, "btd,df->btf")
+    return dense(params["down"], _ACTIVATIONS[kind](gate_BTF) * up_BTF, "btf,fd->btd")

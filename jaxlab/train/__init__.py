@@ -1,0 +1,1 @@
+"""Training: state, optimizer, sharded step, checkpoints, metric writers and the loop."""

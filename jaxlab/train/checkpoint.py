@@ -1,0 +1,128 @@
+"""Orbax checkpoints of the train state and the data-iterator state, with integrity checks.
+
+Each checkpoint is an orbax step directory holding ``state`` (params, optimizer state, step,
+RNG) and ``data`` (the grain iterator state as JSON). Orbax commits a step atomically (a step
+killed mid-write is never listed). After a step is committed, a manifest of SHA-256 digests
+of all its files is written beside it; a step whose files no longer match (truncated,
+corrupt) or that fails to restore is moved to ``<dir>/../checkpoints_corrupt/`` and the
+previous step is used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "jaxlab_manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(step_dir: Path) -> None:
+    manifest = {str(p.relative_to(step_dir)): [p.stat().st_size, _digest(p)] for p in _files(step_dir)}
+    tmp = step_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True))
+    tmp.replace(step_dir / MANIFEST)
+
+
+def verify_manifest(step_dir: Path) -> str | None:
+    """None if every file matches the manifest, else a description of the first problem."""
+    path = step_dir / MANIFEST
+    if not path.exists():
+        return "no manifest (the save did not finish)"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable manifest: {e}"
+    for rel, (size, digest) in manifest.items():
+        f = step_dir / rel
+        if not f.is_file():
+            return f"missing file {rel}"
+        if f.stat().st_size != size:
+            return f"file {rel} has {f.stat().st_size} bytes, expected {size}"
+        if _digest(f) != digest:
+            return f"file {rel} does not match its checksum"
+    return None
+
+
+class Checkpointer:
+    """Saves and restores (train state, data-iterator state) under ``directory``."""
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                 enable_async_checkpointing=False,
+                                                 create=True))
+
+    def steps(self) -> list[int]:
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, data_state: dict | None = None) -> None:
+        args = {"state": ocp.args.StandardSave(state),
+                "data": ocp.args.JsonSave(data_state or {})}
+        self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+        self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(self.directory / str(step))
+
+    def restore(self, step: int, abstract_state) -> tuple:
+        """Restores step ``step`` into arrays shaped and sharded like ``abstract_state``."""
+        problem = verify_manifest(self.directory / str(step))
+        if problem:
+            raise CheckpointError(f"checkpoint {step} is damaged: {problem}")
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                  data=ocp.args.JsonRestore())
+        restored = self._manager.restore(step, args=args)
+        return restored["state"], restored["data"]
+
+    def restore_latest(self, abstract_state):
+        """(step, state, data_state) of the newest intact checkpoint, or None if there is none.
+
+        Damaged checkpoints are moved aside (with a warning) so that training can pass their
+        step again.
+        """
+        for step in reversed(self.steps()):
+            try:
+                state, data_state = self.restore(step, abstract_state)
+                return step, state, data_state
+            except Exception as e:  # a damaged checkpoint can fail in many layers of orbax
+                log.warning("checkpoint %d is unusable (%s); trying the previous one", step, e)
+                self._quarantine(step)
+        return None
+
+    def _quarantine(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target = self.directory.parent / "checkpoints_corrupt" / str(step)
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), target)
+        self._manager.reload()
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,117 @@
+"""Device meshes and the rule that places every param and batch on them.
+
+A param's path gives its logical axes (``transformer.param_axes``: ``layers/attn/q/kernel`` ->
+("layers", "embed", "heads", "head_dim")); ``LOGICAL_RULES`` maps logical axes to mesh axes;
+a mesh axis that does not divide the dimension is dropped for that param (it is replicated
+along that axis instead). The batch dimension is split over ``data`` and ``fsdp`` together.
+
+One code path serves 1 device, N fake CPU devices and many hosts: ``jax.jit`` with explicit
+in/out shardings on a mesh with axes ("data", "fsdp").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+
+# logical axis -> mesh axis (or None: replicated).
+LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": BATCH_AXES,
+    "embed": "fsdp",
+    "vocab": None,
+    "heads": None,
+    "kv_heads": None,
+    "head_dim": None,
+    "mlp": None,
+    "layers": None,
+    "norm": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh axis sizes; -1 takes the devices the other axes leave."""
+
+    data: int = -1
+    fsdp: int = 1
+
+    def shape(self, n_devices: int) -> tuple[int, ...]:
+        sizes = [self.data, self.fsdp]
+        if sum(s == -1 for s in sizes) > 1:
+            raise ValueError("at most one mesh axis may be -1")
+        known = math.prod(s for s in sizes if s != -1)
+        if any(s == 0 or s < -1 for s in sizes) or n_devices % known:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} does not fit {n_devices} devices")
+        sizes = [n_devices // known if s == -1 else s for s in sizes]
+        if math.prod(sizes) != n_devices:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses {math.prod(sizes)} devices, "
+                             f"but {n_devices} are present; set mesh.data=-1 to use them all")
+        return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else list(devices)
+    shape = cfg.shape(len(devices))
+    axis_types = (jax.sharding.AxisType.Auto,) * len(shape)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+
+
+def path_str(path) -> str:
+    """'layers/attn/q/kernel' from a jax tree path."""
+    parts = []
+    for p in path:
+        parts.append(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))))
+    return "/".join(parts)
+
+
+def logical_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
+                 rules: dict = LOGICAL_RULES) -> P:
+    """PartitionSpec of an array with these logical axes; non-dividing mesh axes are dropped."""
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {axes} do not match shape {shape}")
+    spec, used = [], set()
+    for name, dim in zip(axes, shape):
+        target = rules.get(name) if name is not None else None
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        names = tuple(n for n in names if n in mesh.shape and n not in used)
+        size = math.prod(mesh.shape[n] for n in names)
+        if not names or dim % size:
+            spec.append(None)
+            continue
+        used.update(names)
+        spec.append(names[0] if len(names) == 1 else names)
+    return P(*spec)
+
+
+def tree_shardings(tree, mesh: Mesh, axes_of: Callable[[str], tuple], rules: dict = LOGICAL_RULES):
+    """NamedSharding for every leaf of ``tree`` (arrays or ShapeDtypeStructs) by its path."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: NamedSharding(mesh, logical_spec(axes_of(path_str(path)), x.shape, mesh, rules)),
+        tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dimension over ``data`` x ``fsdp``; the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_divisor(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Turns this process's slice of the batch into global arrays sharded over the batch axes."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

@@ -1,0 +1,148 @@
+"""The train step: gradient accumulation with exact (sum, count) normalisation.
+
+A loss is given as sums over a micro-batch (``loss`` and ``count`` at least). For A
+micro-batches the step computes
+
+    g = sum_a grad(loss_sum_a) / sum_a count_a,     metrics = sum_a sums_a / sum_a count_a
+
+so accumulating A micro-batches equals one large batch, and devices add their partial sums
+before the one division. The step is jit-compiled with explicit shardings on a device mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlab.losses.lm import cross_entropy_sums, normalize_sums
+from jaxlab.models import transformer
+from jaxlab.train import sharding as shd
+from jaxlab.train.state import TrainState
+
+LossSumsFn = Callable[[dict, dict, jax.Array], dict]
+
+
+def lm_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
+                 z_loss: float = 0.0) -> dict:
+    """Next-token cross-entropy sums of a packed batch (inputs, targets, positions,
+    segment_ids, mask: all [B, T])."""
+    del key  # no dropout in the LM
+    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
+                                   segment_ids_BT=batch["segment_ids"])
+    return cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"], z_loss=z_loss)
+
+
+def lm_eval_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
+                 byte_vocab: int = 256) -> dict:
+    """``lm_loss_sums`` plus ``byte_nll`` / ``byte_count``: the sums over targets that are raw
+    bytes (ids < ``byte_vocab``), from which bits per byte = byte_nll / (ln 2 * byte_count)."""
+    del key
+    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
+                                   segment_ids_BT=batch["segment_ids"])
+    sums = cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"])
+    byte_mask_BT = batch["mask"] * (batch["targets"] < byte_vocab)
+    byte_sums = cross_entropy_sums(logits_BTV, batch["targets"], byte_mask_BT)
+    return {**sums, "byte_nll": byte_sums["nll"], "byte_count": byte_sums["count"]}
+
+
+def split_microbatches(batch: dict, n: int) -> dict:
+    """[B, ...] -> [n, B / n, ...]; micro-batch a holds rows a, a + n, a + 2n, ...
+
+    Rows are interleaved (not blocked) so that each micro-batch keeps the batch's device
+    layout: a reshape [B] -> [B/n, n] and a transpose, no data movement between devices.
+    """
+    def split(x):
+        if x.shape[0] % n:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} micro-batches")
+        return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, key: jax.Array,
+                         grad_accum: int):
+    """Returns (grads, sums): gradient of the summed loss and the metric sums, both summed
+    over ``grad_accum`` micro-batches (not yet divided by the count)."""
+    def grad_fn(mb, k):
+        def loss(p):
+            sums = loss_sums_fn(p, mb, k)
+            return sums["loss"], sums
+        grads, sums = jax.grad(loss, has_aux=True)(params)
+        return grads, sums
+
+    if grad_accum == 1:
+        return grad_fn(batch, key)
+    micro = split_microbatches(batch, grad_accum)
+    keys = jax.random.split(key, grad_accum)
+
+    def body(acc, xs):
+        mb, k = xs
+        grads, sums = grad_fn(mb, k)
+        return jax.tree.map(jnp.add, acc, (grads, sums)), None
+
+    zeros = jax.eval_shape(grad_fn, jax.tree.map(lambda x: x[0], micro), keys[0])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    (grads, sums), _ = jax.lax.scan(body, zeros, (micro, keys))
+    return grads, sums
+
+
+def train_step(state: TrainState, batch: dict, *, loss_sums_fn: LossSumsFn,
+               optimizer: optax.GradientTransformation, grad_accum: int = 1):
+    """One optimizer step. Returns (new_state, metrics) with metrics normalised by the count."""
+    key, step_key = jax.random.split(state.key)
+    grads, sums = accumulate_gradients(loss_sums_fn, state.params, batch, step_key, grad_accum)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = normalize_sums(sums)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(params)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              rng=jax.random.key_data(key))
+    return new_state, metrics
+
+
+def eval_sums(params: dict, batch: dict, *, loss_sums_fn: LossSumsFn) -> dict:
+    """Loss sums of an evaluation batch (no gradient); the caller adds them and divides."""
+    return loss_sums_fn(params, batch, jax.random.key(0))
+
+
+def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
+    """Shardings of a train state: params by the logical-axis rule; the optimizer state's
+    moments like the params they track (matched by path suffix); everything else replicated."""
+    param_sh = shd.tree_shardings(abstract_state.params, mesh, axes_of)
+    flat_params = {shd.path_str(p): s for p, s in jax.tree_util.tree_flatten_with_path(param_sh)[0]}
+    replicated = shd.replicated(mesh)
+
+    def opt_leaf(path, leaf):
+        parts = shd.path_str(path).split("/")
+        for i in range(len(parts)):
+            sharding = flat_params.get("/".join(parts[i:]))
+            if sharding is not None and leaf.shape == flat_shapes["/".join(parts[i:])]:
+                return sharding
+        return replicated
+
+    flat_shapes = {shd.path_str(p): x.shape
+                   for p, x in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
+    opt_sh = jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state)
+    return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
+
+
+def jit_train_step(mesh, state_sh: TrainState, **kwargs):
+    """``train_step`` jit-compiled with explicit shardings; the state buffer is donated."""
+    return jax.jit(
+        functools.partial(train_step, **kwargs),
+        in_shardings=(state_sh, shd.batch_sharding(mesh)),
+        out_shardings=(state_sh, shd.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+
+def jit_eval_sums(mesh, param_sh, *, loss_sums_fn: LossSumsFn):
+    return jax.jit(functools.partial(eval_sums, loss_sums_fn=loss_sums_fn),
+                   in_shardings=(param_sh, shd.batch_sharding(mesh)),
+                   out_shardings=shd.replicated(mesh))
