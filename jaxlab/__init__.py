@@ -12,4 +12,8 @@ Notation (shape suffixes on array names, used everywhere in the package):
 Params are plain nested dicts of arrays; configs are frozen dataclasses.
 """
 
+from jaxlab import _xla_flags
+
+_xla_flags.apply()
+
 __version__ = "0.1.0"

@@ -26,9 +26,14 @@ class ExperimentError(ValueError):
 
 
 def load_experiment(path: str | Path) -> ModuleType:
-    path = Path(path)
+    """Imports an experiment file. Its folder and the folder above (the repository root for
+    ``experiments/NAME.py``) go on ``sys.path``, so it can import ``configs`` presets."""
+    path = Path(path).resolve()
     if not path.is_file():
         raise ExperimentError(f"no experiment file at {path}")
+    for folder in (str(path.parent.parent), str(path.parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"jaxlab_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -162,3 +162,19 @@ def test_missing_experiment_and_config_command(tmp_path, capsys):
     assert cli.main(["config", QUICKSTART, "--set", "model.n_layers=3"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["quickstart"]["model"]["n_layers"] == 3
+
+
+@pytest.mark.slow
+def test_variants_train_in_their_own_workdirs_and_the_claim_is_decided(tmp_path, corpus):
+    experiment = Path(__file__).parent / "fixtures" / "two_variants.py"
+    results = cli.run_experiment(experiment, tmp_path, [*corpus, "optim.warmup_steps=2"],
+                                 progress=False)
+    assert set(results) == {"short", "long"}
+    assert results["long"]["val_loss"] < results["short"]["val_loss"]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["train"]["steps"] == 4
+    assert json.loads((tmp_path / "long" / "config.json").read_text())["train"]["steps"] == 24
+    report = (tmp_path / "report.md").read_text()
+    assert "[short](short/report.md)" in report and "[long](long/report.md)" in report
+    assert "> More steps reach a lower validation loss." in report
+    assert "**Verdict: held.**" in report
+    assert json.loads((tmp_path / "results.json").read_text())["long"]["steps"] == 24

@@ -17,12 +17,13 @@ which keeps distances between real tokens equal to slot distances).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention
+from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention, rope_for
 from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import init_dense
 from jaxlab.nn.mlp import MlpType, init_mlp, mlp
@@ -63,9 +64,11 @@ class Config:
     compute_dtype: DType = "float32"
     attention_impl: str = "auto"
     remat: Remat = "none"
+    scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim"):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
+                     "scan_unroll"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_heads % self.n_kv_heads:
@@ -100,8 +103,11 @@ def _init_layer(key: jax.Array, cfg: Config) -> dict:
     }
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init(cfg: Config, key: jax.Array) -> dict:
-    """Params pytree; per-layer params are stacked on a leading [L] axis under ``layers``."""
+    """Params pytree; per-layer params are stacked on a leading [L] axis under ``layers``.
+
+    Compiled as one program (eager op-by-op initialisation compiles each op separately)."""
     k_embed, k_layers, k_out = jax.random.split(key, 3)
     dtype = jnp.dtype(cfg.param_dtype)
     params = {
@@ -152,11 +158,11 @@ def param_axes(path: str) -> tuple[str, ...]:
     return PARAM_AXES[path]
 
 
-def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, positions_BT, segment_ids_BT,
+def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, rope, segment_ids_BT,
            cache_index, kv_segment_ids_BS):
     h_BTD = norm(layer_params["attn_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     attn_BTD, new_cache = attention_block(
-        layer_params["attn"], h_BTD, cfg.attention, positions_BT=positions_BT,
+        layer_params["attn"], h_BTD, cfg.attention, rope=rope,
         segment_ids_BT=segment_ids_BT, cache=cache_layer, cache_index=cache_index,
         kv_segment_ids_BS=kv_segment_ids_BS)
     x_BTD = x_BTD + attn_BTD
@@ -168,10 +174,11 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
              cache_index=0, kv_segment_ids_BS=None, return_hidden=False):
     """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None)."""
     x_BTD = embed(params["embed"], tokens_BT, cfg.dtype)
+    rope = rope_for(cfg.attention, positions_BT)
 
     def body(x_BTD, xs):
         layer_params, cache_layer = xs
-        x_BTD, new_cache = _layer(cfg, x_BTD, layer_params, cache_layer, positions_BT=positions_BT,
+        x_BTD, new_cache = _layer(cfg, x_BTD, layer_params, cache_layer, rope=rope,
                                   segment_ids_BT=segment_ids_BT, cache_index=cache_index,
                                   kv_segment_ids_BS=kv_segment_ids_BS)
         return x_BTD, (new_cache, x_BTD if return_hidden else None)
@@ -179,7 +186,8 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
     if cfg.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
     x0_BTD = x_BTD
-    x_BTD, (new_cache, hidden_LBTD) = jax.lax.scan(body, x_BTD, (params["layers"], kv_cache))
+    x_BTD, (new_cache, hidden_LBTD) = jax.lax.scan(body, x_BTD, (params["layers"], kv_cache),
+                                                   unroll=min(cfg.scan_unroll, cfg.n_layers))
     h_BTD = norm(params["final_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     unembed_params = params["embed"] if cfg.tie_embeddings else params["unembed"]
     logits_BTV = unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings)
@@ -208,7 +216,10 @@ def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.
 
 
 def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
-    """An empty KV cache for ``batch_size`` rows of up to ``max_len`` tokens."""
+    """An empty KV cache for ``batch_size`` rows of up to ``max_len`` tokens.
+
+    The caller sizes it: writing past ``max_len`` (more prefill + decode tokens than slots)
+    is not detected inside jit and overwrites the last slots."""
     dtype = cfg.dtype if dtype is None else dtype
     shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
     return {
@@ -221,6 +232,9 @@ def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
 
 
 def _cached_forward(params, tokens_BT, cfg, cache, mask_BT):
+    if tokens_BT.shape[1] > cache["k"].shape[2]:
+        raise ValueError(f"{tokens_BT.shape[1]} tokens do not fit a KV cache of "
+                         f"{cache['k'].shape[2]} slots")
     segment_ids_BT = mask_BT.astype(jnp.int32)
     positions_BT = cache["positions"][:, None] + jnp.maximum(jnp.cumsum(segment_ids_BT, axis=1) - 1, 0)
     index = cache["index"]

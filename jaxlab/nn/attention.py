@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxlab.kernels import attention
 from jaxlab.nn.linear import dense, init_dense
 from jaxlab.nn.norms import init_norm, rms_norm
-from jaxlab.nn.rope import apply_rope
+from jaxlab.nn.rope import rope_tables, rotate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +53,17 @@ def init_attention(key: jax.Array, cfg: AttentionConfig, *, dtype=jnp.float32,
     return params
 
 
+def rope_for(cfg: AttentionConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The (cos, sin) tables the block rotates q and k with; compute once, reuse in all layers."""
+    return rope_tables(positions_BT, cfg.head_dim, base=cfg.rope_base, fraction=cfg.rope_fraction)
+
+
 def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
-                    positions_BT: jax.Array, segment_ids_BT: jax.Array | None = None,
+                    rope: tuple[jax.Array, jax.Array], segment_ids_BT: jax.Array | None = None,
                     cache: dict | None = None, cache_index: jax.Array | int = 0,
                     kv_segment_ids_BS: jax.Array | None = None):
-    """Returns (out_BTD, new_cache). ``cache`` = {"k", "v": [B, S, K, Dh]} or None.
+    """Returns (out_BTD, new_cache). ``rope`` = ``rope_for(cfg, positions_BT)``; ``cache`` =
+    {"k", "v": [B, S, K, Dh]} or None.
 
     With a cache, ``kv_segment_ids_BS`` are the segment ids of all S cache slots (this call's
     slots included) and ``segment_ids_BT`` those of the queries.
@@ -68,8 +74,8 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
     if cfg.qk_norm:
         q_BTHD = rms_norm(params["q_norm"], q_BTHD, cfg.norm_eps)
         k_BTKD = rms_norm(params["k_norm"], k_BTKD, cfg.norm_eps)
-    q_BTHD = apply_rope(q_BTHD, positions_BT, base=cfg.rope_base, fraction=cfg.rope_fraction)
-    k_BTKD = apply_rope(k_BTKD, positions_BT, base=cfg.rope_base, fraction=cfg.rope_fraction)
+    q_BTHD = rotate(q_BTHD, *rope)
+    k_BTKD = rotate(k_BTKD, *rope)
 
     if cache is None:
         out_BTHD = attention(q_BTHD, k_BTKD, v_BTKD, causal=cfg.causal, window=cfg.window,

@@ -17,8 +17,8 @@ def init_embedding(key: jax.Array, vocab_size: int, d_model: int, dtype=jnp.floa
 
 
 def embed(params: dict, tokens_BT: jax.Array, dtype) -> jax.Array:
-    """x_BTD = E[tokens]."""
-    return jnp.take(params["embedding"], tokens_BT, axis=0).astype(dtype)
+    """x_BTD = E[tokens] (ids outside [0, V) are clipped into range)."""
+    return jnp.take(params["embedding"], tokens_BT, axis=0, mode="clip").astype(dtype)
 
 
 def unembed(params: dict, x_BTD: jax.Array, *, tied: bool) -> jax.Array:

@@ -28,17 +28,40 @@ def inv_frequencies(rot_dim: int, base: float) -> jax.Array:
     return 1.0 / (base ** (jnp.arange(0, rot_dim, 2, dtype=jnp.float32) / rot_dim))
 
 
+def rope_tables(positions_BT: jax.Array, head_dim: int, *, base: float = 10000.0,
+                fraction: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of theta_i(p) for every token: two float32 [B, T, R/2] arrays.
+
+    A model computes them once per forward pass and every layer reuses them (computing them
+    inside each layer's fused rotation costs a sine and cosine per head and layer).
+    """
+    rot = rotary_dim(head_dim, fraction)
+    angles_BTR = positions_BT[..., None].astype(jnp.float32) * inv_frequencies(rot, base)
+    return jnp.cos(angles_BTR), jnp.sin(angles_BTR)
+
+
+def rotate(x_BTHD: jax.Array, cos_BTR: jax.Array, sin_BTR: jax.Array) -> jax.Array:
+    """Rotates the first R = 2 * cos_BTR.shape[-1] dims of every head (module docstring).
+
+    Written as x * cos + swap(x) * sin on a [..., 2, R/2] view, where swap exchanges the two
+    halves (negating the second), so the rotation is one elementwise pass with no concatenation
+    when the whole head is rotated.
+    """
+    half = cos_BTR.shape[-1]
+    if half == 0:
+        return x_BTHD
+    *lead, head_dim = x_BTHD.shape
+    x32 = x_BTHD.astype(jnp.float32)
+    pairs = x32[..., : 2 * half].reshape(*lead, 2, half)  # (x1, x2)
+    cos = cos_BTR[:, :, None, None, :]
+    sin = sin_BTR[:, :, None, None, :] * jnp.array([-1.0, 1.0])[:, None]
+    rotated = (pairs * cos + jnp.flip(pairs, axis=-2) * sin).reshape(*lead, 2 * half)
+    if 2 * half < head_dim:
+        rotated = jnp.concatenate([rotated, x32[..., 2 * half:]], axis=-1)
+    return rotated.astype(x_BTHD.dtype)
+
+
 def apply_rope(x_BTHD: jax.Array, positions_BT: jax.Array, *, base: float = 10000.0,
                fraction: float = 1.0) -> jax.Array:
     """Rotates the first R dims of every head of ``x_BTHD`` by its token's position."""
-    head_dim = x_BTHD.shape[-1]
-    rot = rotary_dim(head_dim, fraction)
-    if rot == 0:
-        return x_BTHD
-    angles_BTR = positions_BT[..., None].astype(jnp.float32) * inv_frequencies(rot, base)
-    cos_BT1R = jnp.cos(angles_BTR)[:, :, None, :]
-    sin_BT1R = jnp.sin(angles_BTR)[:, :, None, :]
-    x32 = x_BTHD.astype(jnp.float32)
-    x1, x2, rest = x32[..., : rot // 2], x32[..., rot // 2 : rot], x32[..., rot:]
-    rotated = [x1 * cos_BT1R - x2 * sin_BT1R, x2 * cos_BT1R + x1 * sin_BT1R]
-    return jnp.concatenate(rotated + [rest], axis=-1).astype(x_BTHD.dtype)
+    return rotate(x_BTHD, *rope_tables(positions_BT, x_BTHD.shape[-1], base=base, fraction=fraction))

@@ -121,10 +121,6 @@ def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int) -> str:
     return prompt + tok.decode(np.asarray(out.tokens[0, :n]))
 
 
-def _finite(metrics: dict) -> bool:
-    return all(math.isfinite(float(v)) for v in metrics.values())
-
-
 def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run in ``workdir``; returns the final numbers."""
     workdir = Path(workdir)
@@ -186,7 +182,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         step, metrics = pending
         pending = None
         metrics = jax.device_get(metrics)
-        if not _finite({"loss": metrics["loss"]}):
+        if not math.isfinite(float(metrics["loss"])):
             raise NonFiniteLossError(
                 f"loss is {float(metrics['loss'])} at step {step}; stopping. The newest checkpoint "
                 f"(step {last_saved if last_saved >= 0 else 'none'}) predates it and is intact; "

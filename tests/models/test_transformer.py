@@ -141,6 +141,12 @@ def test_bf16_compute_keeps_f32_params_and_f32_logits():
     np.testing.assert_allclose(logits, ref, atol=0.15)
 
 
+def test_prompt_longer_than_the_cache_is_refused():
+    cache = tf.init_cache(CFG, 1, 4)
+    with pytest.raises(ValueError, match="do not fit a KV cache of 4 slots"):
+        tf.prefill(_params(), _tokens(1, 5), CFG, cache)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="multiple of"):
         tf.Config(n_heads=4, n_kv_heads=3)

@@ -1,7 +1,9 @@
 """``attention``: the one public attention function, dispatching to an implementation.
 
-Implementations: ``"xla"`` (the plain-jnp reference in ``reference.py``). ``"auto"`` picks the
-best implementation that supports the call.
+Implementations: ``"xla"`` (``xla.py``: the math of the plain-jnp reference in
+``reference.py``, with a backward pass that recomputes the probabilities instead of storing
+them). ``"auto"`` picks the best implementation that supports the call. ``reference.py`` is the
+ground truth the implementations are tested against.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import jax
 
 from jaxlab.kernels.attention.reference import attention_mask, attention_reference
+from jaxlab.kernels.attention.xla import attention_xla
 
 IMPLEMENTATIONS = ("auto", "xla")
 
@@ -65,9 +68,9 @@ def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLEMENTATIONS}")
     q_seg, kv_seg = _split_segment_ids(segment_ids, B, T, S)
-    return attention_reference(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window,
-                               q_segment_ids_BT=q_seg, kv_segment_ids_BS=kv_seg,
-                               q_offset=q_offset, scale=scale)
+    return attention_xla(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window, q_segment_ids_BT=q_seg,
+                         kv_segment_ids_BS=kv_seg, q_offset=q_offset,
+                         scale=Dh ** -0.5 if scale is None else scale)
 
 
-__all__ = ["attention", "attention_mask", "attention_reference", "IMPLEMENTATIONS"]
+__all__ = ["attention", "attention_mask", "attention_reference", "attention_xla", "IMPLEMENTATIONS"]

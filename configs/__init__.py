@@ -1,0 +1,1 @@
+"""Shared presets that experiment files import (``from configs import models``)."""
