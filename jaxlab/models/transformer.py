@@ -28,6 +28,7 @@ from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import init_dense
 from jaxlab.nn.mlp import MlpType, init_mlp, mlp
 from jaxlab.nn.norms import NormType, init_norm, norm
+from jaxlab.nn.rope import RopeScaling
 
 DType = Literal["float32", "bfloat16", "float16"]
 Remat = Literal["none", "full", "dots"]
@@ -55,6 +56,7 @@ class Config:
     qk_norm: bool = False
     rope_base: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that is rotated; 0 = NoPE
+    rope_scaling: RopeScaling = RopeScaling()  # context extension: none | linear | llama3
     causal: bool = True
     window: int | None = None  # sliding-window attention in every layer
     tie_embeddings: bool = True
@@ -82,7 +84,8 @@ class Config:
         return AttentionConfig(
             d_model=self.d_model, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
             head_dim=self.head_dim, qk_norm=self.qk_norm, norm_eps=self.norm_eps,
-            rope_base=self.rope_base, rope_fraction=self.rope_fraction, causal=self.causal,
+            rope_base=self.rope_base, rope_fraction=self.rope_fraction,
+            rope_scaling=self.rope_scaling, causal=self.causal,
             window=self.window, bias=self.attention_bias, impl=self.attention_impl)
 
     @property

@@ -5,10 +5,10 @@ from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import dense, init_dense
 from jaxlab.nn.mlp import init_mlp, mlp
 from jaxlab.nn.norms import init_norm, layer_norm, norm, rms_norm
-from jaxlab.nn.rope import apply_rope, inv_frequencies, rotary_dim
+from jaxlab.nn.rope import RopeScaling, apply_rope, inv_frequencies, rope_tables, rotary_dim, rotate
 
 __all__ = [
     "AttentionConfig", "attention_block", "init_attention", "embed", "init_embedding", "unembed",
     "dense", "init_dense", "init_mlp", "mlp", "init_norm", "layer_norm", "norm", "rms_norm",
-    "apply_rope", "inv_frequencies", "rotary_dim",
+    "RopeScaling", "apply_rope", "inv_frequencies", "rope_tables", "rotary_dim", "rotate",
 ]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxlab.kernels import attention
 from jaxlab.nn.linear import dense, init_dense
 from jaxlab.nn.norms import init_norm, rms_norm
-from jaxlab.nn.rope import rope_tables, rotate
+from jaxlab.nn.rope import RopeScaling, rope_tables, rotate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,7 @@ class AttentionConfig:
     norm_eps: float = 1e-6
     rope_base: float = 10000.0
     rope_fraction: float = 1.0
+    rope_scaling: RopeScaling = RopeScaling()
     causal: bool = True
     window: int | None = None
     bias: bool = False
@@ -55,7 +56,8 @@ def init_attention(key: jax.Array, cfg: AttentionConfig, *, dtype=jnp.float32,
 
 def rope_for(cfg: AttentionConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The (cos, sin) tables the block rotates q and k with; compute once, reuse in all layers."""
-    return rope_tables(positions_BT, cfg.head_dim, base=cfg.rope_base, fraction=cfg.rope_fraction)
+    return rope_tables(positions_BT, cfg.head_dim, base=cfg.rope_base, fraction=cfg.rope_fraction,
+                       scaling=cfg.rope_scaling)
 
 
 def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,

@@ -63,3 +63,23 @@ def test_dtype_is_kept_and_bad_fraction_is_refused():
     chex.assert_type(apply_rope(x, jnp.zeros((1, 2), jnp.int32)), jnp.bfloat16)
     with pytest.raises(ValueError, match="fraction"):
         apply_rope(x, jnp.zeros((1, 2), jnp.int32), fraction=1.5)
+
+
+def test_linear_and_llama3_frequency_scaling_by_hand():
+    from jaxlab.nn.rope import RopeScaling
+    # R = 4, base 1e4: inv_freq = [1, 0.01], wavelengths 2pi and 200pi.
+    np.testing.assert_allclose(inv_frequencies(4, 1e4), [1.0, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(inv_frequencies(4, 1e4, RopeScaling("linear", factor=4.0)),
+                               [0.25, 0.0025], rtol=1e-6)
+    # C = 1000: short wavelength kept; 200pi lies between C/4 and C/1, so it is blended with
+    # s = (1000 / (200 pi) - 1) / 3.
+    s = (1000 / (200 * np.pi) - 1) / 3
+    llama3 = RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                         original_max_len=1000)
+    np.testing.assert_allclose(inv_frequencies(4, 1e4, llama3),
+                               [1.0, (1 - s) * 0.01 / 8 + s * 0.01], rtol=1e-5)
+    # C = 100: 200pi is longer than C / low_freq_factor, so it is divided by the factor.
+    llama3_short = RopeScaling("llama3", factor=8.0, original_max_len=100)
+    np.testing.assert_allclose(inv_frequencies(4, 1e4, llama3_short), [1.0, 0.00125], rtol=1e-5)
+    with pytest.raises(ValueError, match="factor"):
+        RopeScaling("linear", factor=0.0)
