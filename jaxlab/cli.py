@@ -1,14 +1,28 @@
 """The runner: ``jaxlab run EXPERIMENT.py [--workdir DIR] [--set key=value ...]``.
 
-An experiment file defines ``get_config()`` returning an ``ExperimentConfig`` or a dict of
-named variants, and optionally ``CLAIM`` (a sentence) and ``check(results) -> (held, text)``
-that decides the claim from the variants' results. Each variant trains in its own workdir
-(``DIR/<variant>``; a single config trains in ``DIR``); the runner then writes ``DIR/report.md``.
+An experiment file defines:
+
+  get_config()      a frozen dataclass config, or a dict {variant name: config}
+  run(cfg, workdir, *, progress) -> dict
+                    optional: trains and evaluates one variant and returns its results (JSON
+                    scalars, lists, strings). Without it the config must be an
+                    ``ExperimentConfig`` and the variant is trained by the LM loop
+                    (:func:`jaxlab.train.loop.train`).
+  CLAIM             optional: the sentence the experiment checks
+  check(results)    optional: ``{variant: results} -> (held, text)``, the verdict on the claim
+  REPORT_KEYS       optional: result keys shown in the summary table
+  summarize(results, workdir) -> str
+                    optional: markdown added to the summary report (comparison plots, tables)
+
+Each variant runs in its own workdir (``DIR/<variant>``; a single config runs in ``DIR``); the
+runner then writes ``DIR/report.md`` and ``DIR/results.json``. Overrides (``--set a.b=1``) apply
+to every variant, with type checks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -46,6 +60,7 @@ def experiment_variants(module: ModuleType, overrides: list[str]) -> dict:
     """{variant name: resolved config}; a single config is one variant named by its ``name``."""
     from jaxlab.train.config import ExperimentConfig
 
+    custom = hasattr(module, "run")
     configs = module.get_config()
     single = not isinstance(configs, dict)
     if single:
@@ -54,30 +69,105 @@ def experiment_variants(module: ModuleType, overrides: list[str]) -> dict:
         raise ExperimentError("get_config() returned no variants")
     resolved = {}
     for name, cfg in configs.items():
-        if not isinstance(cfg, ExperimentConfig):
-            raise ExperimentError(f"variant {name!r} is a {type(cfg).__name__}, not an ExperimentConfig")
+        if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+            raise ExperimentError(f"variant {name!r} is a {type(cfg).__name__}, not a config dataclass")
+        if not custom and not isinstance(cfg, ExperimentConfig):
+            raise ExperimentError(f"variant {name!r} is a {type(cfg).__name__}; without a run() "
+                                  "function the experiment must return ExperimentConfig variants")
         resolved[name] = config_lib.apply_overrides(cfg, overrides)
     return resolved
 
 
 def run_experiment(path: str | Path, workdir: str | Path | None = None, overrides: list[str] = (),
                    *, progress: bool = True) -> dict:
-    """Trains every variant of the experiment; returns {variant: results}."""
+    """Runs every variant of the experiment; returns {variant: results}."""
     from jaxlab.train.loop import train
 
     module = load_experiment(path)
     variants = experiment_variants(module, list(overrides))
     workdir = Path(workdir) if workdir is not None else Path("runs") / Path(path).stem
     single = len(variants) == 1 and not isinstance(module.get_config(), dict)
+    run_fn = getattr(module, "run", None)
     results = {}
     for name, cfg in variants.items():
-        results[name] = train(cfg, workdir if single else workdir / name, progress=progress)
+        variant_dir = workdir if single else workdir / name
+        if run_fn is None:
+            results[name] = train(cfg, variant_dir, progress=progress)
+        else:
+            variant_dir.mkdir(parents=True, exist_ok=True)
+            results[name] = run_fn(cfg, variant_dir, progress=progress)
+            _write_json(variant_dir / "results.json", results[name])
+            _write_variant_report(variant_dir / "report.md", name, results[name])
     verdict = module.check(results) if hasattr(module, "check") else None
-    write_summary(workdir, module, results, verdict, single=single)
+    if verdict is not None:
+        held, text = verdict
+        log.info("claim %s: %s", "held" if held else "did not hold", text)
+    write_summary(workdir, module, results, verdict, single=single, custom=run_fn is not None)
     return results
 
 
-def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, single: bool) -> None:
+def _write_json(path: Path, value) -> None:
+    import jax
+
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    try:
+        return value.item()  # numpy and jax scalars
+    except AttributeError:
+        raise TypeError(f"result value {value!r} of type {type(value).__name__} is not JSON") from None
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def summary_table(results: dict, keys: list[str], *, link: bool = True) -> str:
+    """A markdown table: one row per variant, one column per result key."""
+    rows = ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, r in results.items():
+        label = f"[{name}]({name}/report.md)" if link else name
+        rows.append(f"| {label} | " + " | ".join(_cell(r.get(k)) for k in keys) + " |")
+    return "\n".join(rows)
+
+
+def _default_keys(results: dict) -> list[str]:
+    keys = []
+    for r in results.values():
+        for k, v in r.items():
+            if k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys.append(k)
+    return keys[:8]
+
+
+def _write_variant_report(path: Path, name: str, results: dict) -> None:
+    """A custom variant's report: its scalar results as a table, then ``results["report"]``
+    (markdown the run() function may return)."""
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    rows = ["| result | value |", "|---|---|"]
+    rows += [f"| {k} | {_cell(v)} |" for k, v in results.items()
+             if isinstance(v, (int, float, bool, str)) and "\n" not in str(v)]
+    extra = results.get("report")
+    path.write_text(f"# {name}\n\n" + "\n".join(rows) + "\n" + (f"\n{extra}\n" if extra else ""))
+
+
+def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, single: bool,
+                  custom: bool = False) -> None:
+    import jax
+
+    if jax.process_index() != 0:
+        return
     claim = getattr(module, "CLAIM", None)
     lines = []
     if claim or verdict is not None:
@@ -87,19 +177,23 @@ def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, 
         if verdict is not None:
             held, text = verdict
             lines.append(f"**Verdict: {'held' if held else 'did not hold'}.** {text}\n")
+    keys = getattr(module, "REPORT_KEYS", None)
+    if keys is None:
+        keys = (["train_loss", "val_loss", "val_bpb", "tokens_per_s"] if not custom
+                else _default_keys(results))
+    report = workdir / "report.md"
     if single:
+        if hasattr(module, "summarize"):
+            lines.append(module.summarize(results, workdir))
         if lines:
-            report = workdir / "report.md"
             report.write_text(report.read_text() + "\n" + "\n".join(lines))
         return
-    rows = ["| variant | train loss | val loss | val bits/byte | tokens/s |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        rows.append(f"| [{name}]({name}/report.md) | {r['train_loss']:.4f} | {r['val_loss']:.4f} | "
-                    f"{r['val_bpb']:.4f} | {r['tokens_per_s'] or 0:,.0f} |")
-    body = [f"# {Path(module.__file__).stem}\n", "\n".join(rows) + "\n"] + lines
+    body = [f"# {Path(module.__file__).stem}\n", summary_table(results, list(keys)) + "\n"] + lines
+    if hasattr(module, "summarize"):
+        body.append(module.summarize(results, workdir))
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "report.md").write_text("\n".join(body))
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report.write_text("\n".join(body))
+    _write_json(workdir / "results.json", results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from jaxlab.data import DataError
     from jaxlab.train.checkpoint import CheckpointError
-    from jaxlab.train.loop import ConfigMismatchError, NonFiniteLossError
+    from jaxlab.train.fit import NonFiniteLossError
+    from jaxlab.train.loop import ConfigMismatchError
 
     expected = (config_lib.ConfigError, ExperimentError, DataError, ConfigMismatchError,
                 NonFiniteLossError, CheckpointError)
@@ -139,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (config_lib.ConfigError, ExperimentError)) else 1
     for name, r in results.items():
-        print(f"{name}: val bits/byte {r['val_bpb']:.4f}, val loss {r['val_loss']:.4f}")
+        if "val_bpb" in r:
+            print(f"{name}: val bits/byte {r['val_bpb']:.4f}, val loss {r['val_loss']:.4f}")
+        else:
+            print(f"{name}: " + ", ".join(f"{k} {_cell(v)}" for k, v in r.items()
+                                         if isinstance(v, (int, float)) and not isinstance(v, bool)))
     return 0
 
 

@@ -16,6 +16,7 @@ from jaxlab import cli
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "experiments" / "quickstart.py")
+FIXTURES = Path(__file__).parent / "fixtures"
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
         "model.head_dim=16", "model.mlp_dim=64", "train.batch_size=8", "train.seq_len=32",
         "train.eval_batches=2", "optim.warmup_steps=2", "sample.max_new_tokens=8"]
@@ -132,7 +133,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
                    "optim.schedule=constant")
     assert code == 1
     err = capsys.readouterr().err
-    assert "error: loss is" in err and "stopping" in err
+    assert "error: quickstart: loss is nan at step" in err and "stopping" in err
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
     assert steps and f"(step {steps[-1]})" in err
     assert not (workdir / "results.json").exists()
@@ -178,3 +179,29 @@ def test_variants_train_in_their_own_workdirs_and_the_claim_is_decided(tmp_path,
     assert "> More steps reach a lower validation loss." in report
     assert "**Verdict: held.**" in report
     assert json.loads((tmp_path / "results.json").read_text())["long"]["steps"] == 24
+
+
+def test_experiment_with_its_own_run_function(tmp_path):
+    """A run() experiment: overrides reach every variant, the runner writes results, per-variant
+    reports and the summary with the verdict computed from the returned numbers."""
+    out = tmp_path / "custom"
+    rc = cli.main(["run", str(FIXTURES / "custom_run.py"), "--workdir", str(out), "--no-progress",
+                   "--set", "steps=3"])
+    assert rc == 0
+    slow = json.loads((out / "slow" / "results.json").read_text())
+    # x_3 = 4 * (1 - 2 * 0.05) ** 3
+    assert slow["steps"] == 3 and abs(slow["final_distance"] - 4 * 0.9 ** 3) < 1e-12
+    assert (out / "fast" / "trace.txt").exists()
+    assert "ended at x = " in (out / "slow" / "report.md").read_text()
+    summary = (out / "report.md").read_text()
+    assert "| variant | final_distance | steps |" in summary
+    assert "**Verdict: held.**" in summary and "Distances: slow 2.9160" in summary
+    both = json.loads((out / "results.json").read_text())
+    assert set(both) == {"slow", "fast"}
+
+
+def test_run_function_experiment_rejects_unknown_keys(tmp_path, capsys):
+    rc = cli.main(["run", str(FIXTURES / "custom_run.py"), "--workdir", str(tmp_path / "x"),
+                   "--set", "step=3"])
+    assert rc == 2
+    assert "'steps'" in capsys.readouterr().err

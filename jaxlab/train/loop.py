@@ -20,32 +20,23 @@ import functools
 import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxlab import config as config_lib
 from jaxlab.data import ByteTokenizer, lm_dataset
 from jaxlab.models import transformer
 from jaxlab.samplers import generate, pad_prompts
 from jaxlab.train import sharding as shd
-from jaxlab.train import state as state_lib
-from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
-from jaxlab.train.metrics import MetricWriter, read_jsonl
-from jaxlab.train.optim import make_optimizer, make_schedule
+from jaxlab.train.fit import FitConfig, IteratorSource, fit
 from jaxlab.train.plots import plot_curves
-from jaxlab.train.step import jit_eval_sums, jit_train_step, lm_eval_sums, lm_loss_sums, state_shardings
+from jaxlab.train.step import jit_eval_sums, lm_eval_sums, lm_loss_sums
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 class ConfigMismatchError(ValueError):
@@ -121,6 +112,12 @@ def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int) -> str:
     return prompt + tok.decode(np.asarray(out.tokens[0, :n]))
 
 
+def fit_config(tcfg) -> FitConfig:
+    return FitConfig(steps=tcfg.steps, grad_accum=tcfg.grad_accum, seed=tcfg.seed,
+                     log_every=tcfg.log_every, eval_every=tcfg.eval_every,
+                     checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints)
+
+
 def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run in ``workdir``; returns the final numbers."""
     workdir = Path(workdir)
@@ -130,148 +127,43 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     mesh = shd.make_mesh(cfg.mesh)
     _validate(cfg, mesh)
 
-    optimizer = make_optimizer(cfg.optim, tcfg.steps)
-    schedule = make_schedule(cfg.optim, tcfg.steps)
-    loss_fn = functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss)
-
-    def init_state(key):
-        return state_lib.create(transformer.init(cfg.model, key), optimizer, tcfg.seed)
-
-    key = jax.random.key(tcfg.seed)
-    abstract = jax.eval_shape(init_state, key)
-    state_sh = state_shardings(abstract, mesh, transformer.param_axes)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, state_sh)
-
     per_process = tcfg.batch_size // jax.process_count()
     train_ds = lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
                           shard_index=jax.process_index(), shard_count=jax.process_count())
-    train_iter = iter(train_ds)
     eval_batches = _eval_batches(cfg)
-
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.keep_checkpoints)
-    restored = ckpt.restore_latest(abstract)
-    if restored is None:
-        start = 0
-        state = jax.jit(init_state, out_shardings=state_sh)(key)
-    else:
-        start, state, data_state = restored
-        train_iter.set_state(data_state)
-        log.info("resumed %s from step %d", workdir, start)
-
-    step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_fn, optimizer=optimizer,
-                             grad_accum=tcfg.grad_accum)
-    eval_fn = jit_eval_sums(mesh, state_sh.params,
-                            loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model))
-    is_main = jax.process_index() == 0
-    writer = MetricWriter(workdir, start_step=start, enabled=is_main)
+    eval_fn = jit_eval_sums(mesh, shd.tree_shardings(
+        jax.eval_shape(transformer.init, cfg.model, jax.random.key(0)), mesh, transformer.param_axes),
+        loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
-    last_saved = start if restored is not None else -1
-    last_good = start
-    pending = None  # (step, device metrics) not yet checked: read one step late, so the host
-    # never waits for the device except when it needs a number.
-    window = {"t": time.perf_counter(), "step": start}
-    last_train: dict = {}
-    last_eval: dict = {}
-    run_t0 = time.perf_counter()
-
-    def drain():
-        nonlocal pending, last_good, last_train
-        if pending is None:
-            return
-        step, metrics = pending
-        pending = None
-        metrics = jax.device_get(metrics)
-        if not math.isfinite(float(metrics["loss"])):
-            raise NonFiniteLossError(
-                f"loss is {float(metrics['loss'])} at step {step}; stopping. The newest checkpoint "
-                f"(step {last_saved if last_saved >= 0 else 'none'}) predates it and is intact; "
-                "lower optim.lr or raise optim.warmup_steps and run again in a new workdir.")
-        last_good = step
-        if step % tcfg.log_every == 0 or step == tcfg.steps:
-            now = time.perf_counter()
-            tok_s = (step - window["step"]) * tokens_per_step / max(now - window["t"], 1e-9)
-            window.update(t=now, step=step)
-            last_train = {"loss": float(metrics["loss"]), "nll": float(metrics["nll"]),
-                          "accuracy": float(metrics["correct"]), "grad_norm": float(metrics["grad_norm"]),
-                          "lr": float(schedule(step - 1)), "tokens_per_s": tok_s}
-            writer.write(step, last_train, prefix="train/")
-            bar.set_postfix(loss=f"{last_train['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
-
-    def save(step):
-        nonlocal last_saved
-        if step != last_saved:
-            ckpt.save(step, state, train_iter.get_state())
-            last_saved = step
-
-    bar = tqdm(total=tcfg.steps, initial=start, desc=cfg.name, unit="step", disable=not progress,
-               dynamic_ncols=True, mininterval=1.0)
-    try:
-        for step in range(start + 1, tcfg.steps + 1):
-            batch = shd.global_batch(next(train_iter), mesh)
-            state, metrics = step_fn(state, batch)
-            drain()
-            pending = (step, metrics)
-            bar.update(1)
-            if step % tcfg.eval_every == 0 or step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                drain()
-            if step % tcfg.eval_every == 0 or step == tcfg.steps:
-                last_eval = evaluate(eval_fn, state.params, eval_batches, mesh)
-                writer.write(step, last_eval, prefix="val/")
-            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                save(step)
-        drain()
-    except KeyboardInterrupt:
-        # Keep the work done: checkpoint the state if its loss is checked to be finite.
-        try:
-            drain()
-            if last_good == int(state.step) and last_good > max(last_saved, 0):
-                save(last_good)
-                log.warning("interrupted: saved a checkpoint at step %d", last_good)
-        except Exception as e:  # the state may have been donated to an interrupted step
-            log.warning("interrupted: could not save a checkpoint (%s)", e)
-        raise
-    finally:
-        bar.close()
-        writer.close()
-    train_wall = time.perf_counter() - run_t0
-
-    if not last_eval:
-        last_eval = evaluate(eval_fn, state.params, eval_batches, mesh)
+    fitted = fit(
+        workdir, name=cfg.name, fcfg=fit_config(tcfg), optim=cfg.optim, mesh=mesh,
+        init_params=lambda key: transformer.init(cfg.model, key), param_axes=transformer.param_axes,
+        loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),
+        source=IteratorSource(iter(train_ds)),
+        evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
+        tokens_per_step=tokens_per_step, progress=progress)
+    state, last_eval = fitted.state, fitted.last_eval
     sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed)
-    records = read_jsonl(workdir / "metrics.jsonl")
     results = {
         "name": cfg.name,
         "steps": tcfg.steps,
         "params": transformer.count_params(state.params),
         "tokens_seen": tcfg.steps * tokens_per_step,
-        "train_loss": _last(records, "train/loss"),
+        "train_loss": fitted.last("train/loss"),
         "val_loss": last_eval["loss"],
         "val_bpb": last_eval["bpb"],
         "val_accuracy": last_eval["accuracy"],
-        "tokens_per_s": _mean_tail(records, "train/tokens_per_s"),
-        "train_wall_s": train_wall if start < tcfg.steps else None,
-        "resumed_from": start if restored is not None else None,
+        "tokens_per_s": fitted.mean_tail("train/tokens_per_s"),
+        "train_wall_s": fitted.train_wall_s,
+        "resumed_from": fitted.resumed_from,
         "sample": sample,
     }
-    if is_main:
-        plot_curves({cfg.name: records}, ["train/loss", "val/loss"], workdir / "curves.png",
+    if jax.process_index() == 0:
+        plot_curves({cfg.name: fitted.records}, ["train/loss", "val/loss"], workdir / "curves.png",
                     title=f"{cfg.name}: loss (nats/token)")
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (workdir / "report.md").write_text(render_report(cfg, results))
-    ckpt.close()
     return results
-
-
-def _last(records: list[dict], key: str):
-    values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
-    return values[-1] if values else None
-
-
-def _mean_tail(records: list[dict], key: str, n: int = 10):
-    # The first logged window includes compilation; report the steady state.
-    values = [r[key] for r in records if isinstance(r.get(key), (int, float))][1:][-n:]
-    return float(np.mean(values)) if values else None
 
 
 def _fmt(value, spec: str) -> str:

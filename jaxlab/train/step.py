@@ -23,7 +23,7 @@ from jaxlab.models import transformer
 from jaxlab.train import sharding as shd
 from jaxlab.train.state import TrainState
 
-LossSumsFn = Callable[[dict, dict, jax.Array], dict]
+LossSumsFn = Callable[..., dict]  # (params, batch, key[, frozen]) -> sums with "loss", "count"
 
 
 def lm_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
@@ -63,12 +63,15 @@ def split_microbatches(batch: dict, n: int) -> dict:
 
 
 def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, key: jax.Array,
-                         grad_accum: int):
+                         grad_accum: int, frozen=None):
     """Returns (grads, sums): gradient of the summed loss and the metric sums, both summed
-    over ``grad_accum`` micro-batches (not yet divided by the count)."""
+    over ``grad_accum`` micro-batches (not yet divided by the count). ``frozen`` (e.g. a
+    reference model's params) is passed to the loss as a fourth argument when given."""
+    extra = () if frozen is None else (frozen,)
+
     def grad_fn(mb, k):
         def loss(p):
-            sums = loss_sums_fn(p, mb, k)
+            sums = loss_sums_fn(p, mb, k, *extra)
             return sums["loss"], sums
         grads, sums = jax.grad(loss, has_aux=True)(params)
         return grads, sums
@@ -89,11 +92,12 @@ def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, ke
     return grads, sums
 
 
-def train_step(state: TrainState, batch: dict, *, loss_sums_fn: LossSumsFn,
+def train_step(state: TrainState, batch: dict, frozen=None, *, loss_sums_fn: LossSumsFn,
                optimizer: optax.GradientTransformation, grad_accum: int = 1):
     """One optimizer step. Returns (new_state, metrics) with metrics normalised by the count."""
     key, step_key = jax.random.split(state.key)
-    grads, sums = accumulate_gradients(loss_sums_fn, state.params, batch, step_key, grad_accum)
+    grads, sums = accumulate_gradients(loss_sums_fn, state.params, batch, step_key, grad_accum,
+                                       frozen)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -132,11 +136,13 @@ def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
 
 
-def jit_train_step(mesh, state_sh: TrainState, **kwargs):
-    """``train_step`` jit-compiled with explicit shardings; the state buffer is donated."""
+def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, **kwargs):
+    """``train_step`` jit-compiled with explicit shardings; the state buffer is donated. With
+    ``with_frozen`` the step takes a third argument sharded like the params."""
+    in_sh = (state_sh, shd.batch_sharding(mesh)) + ((state_sh.params,) if with_frozen else ())
     return jax.jit(
         functools.partial(train_step, **kwargs),
-        in_shardings=(state_sh, shd.batch_sharding(mesh)),
+        in_shardings=in_sh,
         out_shardings=(state_sh, shd.replicated(mesh)),
         donate_argnums=(0,),
     )

@@ -1,0 +1,228 @@
+"""``fit``: the resumable, checkpointed, observable optimisation loop every trainer shares.
+
+A trainer (LM pre-training, SFT, DPO, RL) supplies what differs:
+
+  init_params(key) -> params          the starting point of a fresh run
+  loss_sums_fn(params, batch, key[, frozen]) -> sums
+                                      the loss as sums and a ``count`` (see ``jaxlab.train.step``)
+  source                              a :class:`BatchSource`: the next per-process batch (it may
+                                      read a data set or sample rollouts from the current params)
+  evaluate(params, step) -> dict      optional periodic evaluation
+  frozen                              optional pytree the loss reads but does not train (for
+                                      instance a reference model's params), sharded like params
+
+and ``fit`` does the rest: the sharded, jit-compiled step with gradient accumulation, orbax
+checkpoints of the state and of the source's state (resume by running again), metrics in
+``metrics.jsonl`` and TensorBoard, a progress bar, a lagged non-finite-loss check that keeps the
+last good checkpoint, and a checkpoint on Ctrl-C. On CPU a resumed run is bitwise identical to an
+uninterrupted one, provided the source is deterministic given its state, the step and the params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlab.train import sharding as shd
+from jaxlab.train import state as state_lib
+from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.metrics import MetricWriter, read_jsonl
+from jaxlab.train.optim import OptimConfig, make_optimizer, make_schedule
+from jaxlab.train.state import TrainState
+from jaxlab.train.step import jit_train_step, state_shardings
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class BatchSource(Protocol):
+    """Where a trainer's batches come from. ``next`` returns this process's share of the batch
+    (numpy arrays, leading axis = rows) and host-side metrics to log with the step (for
+    instance rollout rewards); ``get_state`` / ``set_state`` make it resumable (JSON values)."""
+
+    def next(self, params, step: int) -> tuple[dict, dict]: ...
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
+
+
+class IteratorSource:
+    """A :class:`BatchSource` over a checkpointable iterator (a grain iterator)."""
+
+    def __init__(self, iterator):
+        self.iterator = iterator
+
+    def next(self, params, step):
+        del params, step
+        return next(self.iterator), {}
+
+    def get_state(self):
+        return self.iterator.get_state()
+
+    def set_state(self, state):
+        self.iterator.set_state(state)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """The loop's own settings (a trainer usually builds it from its config)."""
+    steps: int
+    grad_accum: int = 1
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    records: list[dict]  # every metrics.jsonl record of the run (train/... and val/... keys)
+    last_eval: dict
+    train_wall_s: float | None  # None when the run was already complete
+    resumed_from: int | None
+
+    def last(self, key: str):
+        values = [r[key] for r in self.records if isinstance(r.get(key), (int, float))]
+        return values[-1] if values else None
+
+    def mean_tail(self, key: str, n: int = 10):
+        """Mean of the last ``n`` logged values, skipping the first (it includes compilation)."""
+        values = [r[key] for r in self.records if isinstance(r.get(key), (int, float))][1:][-n:]
+        return float(np.mean(values)) if values else None
+
+
+def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, mesh,
+        init_params: Callable[[jax.Array], dict], param_axes: Callable[[str], tuple],
+        loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
+        frozen: Any = None, tokens_per_step: int | None = None, progress: bool = True) -> FitResult:
+    """Trains (or resumes) in ``workdir``: checkpoints in ``workdir/checkpoints``, metrics in
+    ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
+
+    ``tokens_per_step`` sets the throughput numerator; without it the step's ``count`` (the
+    loss's token or sequence count) is used.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    optimizer = make_optimizer(optim, fcfg.steps)
+    schedule = make_schedule(optim, fcfg.steps)
+
+    def init_state(key):
+        return state_lib.create(init_params(key), optimizer, fcfg.seed)
+
+    key = jax.random.key(fcfg.seed)
+    abstract = jax.eval_shape(init_state, key)
+    state_sh = state_shardings(abstract, mesh, param_axes)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract, state_sh)
+
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=fcfg.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    if restored is None:
+        start = 0
+        state = jax.jit(init_state, out_shardings=state_sh)(key)
+    else:
+        start, state, source_state = restored
+        source.set_state(source_state)
+        log.info("resumed %s from step %d", workdir, start)
+
+    step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
+                             grad_accum=fcfg.grad_accum, with_frozen=frozen is not None)
+    if frozen is not None:
+        frozen = jax.device_put(frozen, shd.tree_shardings(frozen, mesh, param_axes))
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(workdir, start_step=start, enabled=is_main)
+    last_saved = start if restored is not None else -1
+    last_good = start
+    pending = None  # (step, device metrics, host metrics) not yet checked: read one step late,
+    # so the host never waits for the device except when it needs a number.
+    window = {"t": time.perf_counter(), "step": start, "tokens": 0.0}
+    last_eval: dict = {}
+    run_t0 = time.perf_counter()
+
+    def drain():
+        nonlocal pending, last_good
+        if pending is None:
+            return
+        step, metrics, host_metrics = pending
+        pending = None
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(
+                f"{name}: loss is {metrics['loss']} at step {step}; stopping. The newest checkpoint "
+                f"(step {last_saved if last_saved >= 0 else 'none'}) predates it and is intact; "
+                "lower optim.lr or raise optim.warmup_steps and run again in a new workdir.")
+        last_good = step
+        window["tokens"] += tokens_per_step if tokens_per_step is not None else metrics.get("count", 0.0)
+        if step % fcfg.log_every == 0 or step == fcfg.steps:
+            now = time.perf_counter()
+            tok_s = window["tokens"] / max(now - window["t"], 1e-9)
+            window.update(t=now, step=step, tokens=0.0)
+            record = {**metrics, **host_metrics, "lr": float(schedule(step - 1)), "tokens_per_s": tok_s}
+            if "correct" in record:
+                record["accuracy"] = record.pop("correct")
+            writer.write(step, record, prefix="train/")
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
+
+    def save(step):
+        nonlocal last_saved
+        if step != last_saved:
+            ckpt.save(step, state, source.get_state())
+            last_saved = step
+
+    bar = tqdm(total=fcfg.steps, initial=start, desc=name, unit="step", disable=not progress,
+               dynamic_ncols=True, mininterval=1.0)
+    try:
+        for step in range(start + 1, fcfg.steps + 1):
+            host_batch, host_metrics = source.next(state.params, step)
+            batch = shd.global_batch(host_batch, mesh)
+            if frozen is None:
+                state, metrics = step_fn(state, batch)
+            else:
+                state, metrics = step_fn(state, batch, frozen)
+            drain()
+            pending = (step, metrics, host_metrics)
+            bar.update(1)
+            evaluating = evaluate is not None and (step % fcfg.eval_every == 0 or step == fcfg.steps)
+            saving = step % fcfg.checkpoint_every == 0 or step == fcfg.steps
+            if evaluating or saving:
+                drain()
+            if evaluating:
+                last_eval = evaluate(state.params, step)
+                writer.write(step, last_eval, prefix="val/")
+            if saving:
+                save(step)
+        drain()
+    except KeyboardInterrupt:
+        # Keep the work done: checkpoint the state if its loss is checked to be finite.
+        try:
+            drain()
+            if last_good == int(state.step) and last_good > max(last_saved, 0):
+                save(last_good)
+                log.warning("interrupted: saved a checkpoint at step %d", last_good)
+        except Exception as e:  # the state may have been donated to an interrupted step
+            log.warning("interrupted: could not save a checkpoint (%s)", e)
+        raise
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
+    train_wall = time.perf_counter() - run_t0 if start < fcfg.steps else None
+    if not last_eval and evaluate is not None:
+        last_eval = evaluate(state.params, fcfg.steps)
+    return FitResult(state=state, records=read_jsonl(workdir / "metrics.jsonl"), last_eval=last_eval,
+                     train_wall_s=train_wall, resumed_from=start if restored is not None else None)
