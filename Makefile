@@ -14,11 +14,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The tests include parity with PyTorch / transformers (the `torch` extra, CPU build).
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $@
-
-$(VENV)/.installed-torch: pyproject.toml $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e ".[test,torch]"
 	touch $@
 
@@ -31,7 +28,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -q
 
 ## bench: training throughput against PyTorch on this machine
-bench: $(VENV)/.installed-torch
+bench: $(VENV)/.installed-test
 	$(BIN)/python scripts/bench_train.py
 
 clean:

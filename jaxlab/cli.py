@@ -196,6 +196,31 @@ def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, 
     _write_json(workdir / "results.json", results)
 
 
+def _maybe_initialize_distributed(args) -> None:
+    import os
+
+    from jaxlab.train import distributed
+
+    coordinator = args.coordinator or os.environ.get(distributed.COORDINATOR_ENV)
+    num = args.num_processes if args.num_processes is not None else os.environ.get(distributed.NUM_PROCESSES_ENV)
+    pid = args.process_id if args.process_id is not None else os.environ.get(distributed.PROCESS_ID_ENV)
+    if not (args.distributed or coordinator):
+        if num is not None or pid is not None:
+            raise ExperimentError("--num-processes / --process-id need --coordinator (or --distributed)")
+        return
+    try:
+        distributed.initialize(coordinator, None if num is None else int(num),
+                               None if pid is None else int(pid))
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
+    log.info("process %d of %d, %d devices in all", *_process_info())
+
+
+def _process_info():
+    import jax
+    return jax.process_index(), jax.process_count(), jax.device_count()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxlab", description="jaxlab experiment runner")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +230,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set model.n_layers=4 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dist = run.add_argument_group(
+        "multi-process", "run one process per host (or per GPU); every process runs the same command")
+    dist.add_argument("--distributed", action="store_true",
+                      help="join a multi-process run, detecting the cluster (TPU pod, Slurm, Open MPI) "
+                           "unless --coordinator is given")
+    dist.add_argument("--coordinator", metavar="HOST:PORT",
+                      help="address of process 0 (implies --distributed; or $JAXLAB_COORDINATOR)")
+    dist.add_argument("--num-processes", type=int, help="number of processes ($JAXLAB_NUM_PROCESSES)")
+    dist.add_argument("--process-id", type=int, help="this process's index ($JAXLAB_PROCESS_ID)")
+    conv = sub.add_parser("convert", add_help=False,
+                          help="convert checkpoints: hf-to-jaxlab SRC DST | jaxlab-to-hf SRC DST")
+    conv.add_argument("args", nargs=argparse.REMAINDER)
     show = sub.add_parser("config", help="print the resolved config of an experiment")
     show.add_argument("experiment")
     show.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
@@ -212,6 +249,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # its own parser, in jaxlab.interop.convert
+        from jaxlab.interop.convert import convert_main
+        return convert_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "orbax", "jax._src"):
@@ -224,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     expected = (config_lib.ConfigError, ExperimentError, DataError, ConfigMismatchError,
                 NonFiniteLossError, CheckpointError)
     try:
+        if args.command == "run":
+            _maybe_initialize_distributed(args)
         if args.command == "config":
             variants = experiment_variants(load_experiment(args.experiment), args.overrides)
             print(json.dumps({k: config_lib.to_dict(v) for k, v in variants.items()}, indent=2))

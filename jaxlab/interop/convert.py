@@ -1,0 +1,181 @@
+"""``jaxlab convert``: Hugging Face model folders <-> jaxlab checkpoints.
+
+    jaxlab convert hf-to-jaxlab SRC DST [--dtype D]
+    jaxlab convert jaxlab-to-hf SRC DST [--architecture A] [--dtype D] [--max-shard-bytes N]
+
+A jaxlab checkpoint is a folder:
+
+    jaxlab_model.json   {"format": "jaxlab.transformer", "model": the transformer.Config as a dict,
+                         "architecture": the Hugging Face architecture it came from, or null,
+                         "hf_config": the config.json fields jaxlab does not model (token ids ...)}
+    params/             the params pytree, an orbax StandardCheckpointer directory
+    tokenizer.json ...  the source folder's tokenizer and generation files, copied unchanged
+
+so that HF -> jaxlab -> HF gives back the same weights (bitwise), architecture, token ids and
+tokenizer. ``load_jaxlab`` restores params into the tree ``transformer.init(cfg)`` builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxlab import config as config_lib
+from jaxlab.interop import hf
+from jaxlab.interop.tokenizer import TOKENIZER_FILES, TokenizerError
+from jaxlab.models import transformer
+
+MODEL_FILE = "jaxlab_model.json"
+PARAMS_DIR = "params"
+FORMAT = "jaxlab.transformer"
+
+
+class ConvertError(ValueError):
+    """A jaxlab checkpoint folder that cannot be read or written (named in the message)."""
+
+
+def _require_empty(folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConvertError(f"{folder} already exists and is not an empty folder; choose a new one")
+
+
+def _copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def save_jaxlab(path: str | Path, cfg: transformer.Config, params: dict, *,
+                architecture: str | None = None, hf_config: dict | None = None) -> Path:
+    """Writes a jaxlab checkpoint folder (module docstring); ``path`` must be new or empty.
+
+    ``architecture`` and ``hf_config`` (its :data:`hf.PASSTHROUGH_FIELDS` are kept) record
+    where the model came from, for a later conversion back to Hugging Face.
+    """
+    folder = Path(path).absolute()
+    _require_empty(folder)
+    if architecture is not None and architecture not in hf.FAMILIES:
+        raise ConvertError(f"unsupported architecture {architecture!r}; expected one of "
+                           f"{', '.join(hf.SUPPORTED_ARCHITECTURES)}")
+    hf.flat_params(cfg, params)  # raises unless params is the tree load_jaxlab restores into
+    folder.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(folder / PARAMS_DIR, params)
+    info = {"format": FORMAT, "model": config_lib.to_dict(cfg), "architecture": architecture,
+            "hf_config": {k: hf_config[k] for k in hf.PASSTHROUGH_FIELDS
+                          if hf_config and k in hf_config}}
+    (folder / MODEL_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def read_jaxlab_info(path: str | Path) -> dict:
+    """The jaxlab_model.json of a jaxlab checkpoint folder."""
+    folder = Path(path)
+    file = folder / MODEL_FILE
+    if not file.is_file():
+        hint = (" (it is a Hugging Face model folder: use jaxlab.interop.hf.load)"
+                if (folder / hf.CONFIG_FILE).is_file() else "")
+        raise ConvertError(f"{folder} has no {MODEL_FILE}: not a jaxlab checkpoint{hint}")
+    try:
+        info = json.loads(file.read_text())
+    except ValueError as e:
+        raise ConvertError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or "model" not in info:
+        raise ConvertError(f"{file} is not a {FORMAT} description")
+    return info
+
+
+def load_jaxlab(path: str | Path) -> tuple[transformer.Config, dict]:
+    """(config, params) of a jaxlab checkpoint folder written by :func:`save_jaxlab`."""
+    folder = Path(path).absolute()
+    info = read_jaxlab_info(folder)
+    try:
+        cfg = config_lib.from_dict(transformer.Config, info["model"])
+    except (TypeError, ValueError) as e:
+        raise ConvertError(f"{folder / MODEL_FILE} holds an invalid model config: {e}") from None
+    if not (folder / PARAMS_DIR).is_dir():
+        raise ConvertError(f"{folder} has no {PARAMS_DIR}/ directory of params")
+    abstract = jax.eval_shape(lambda key: transformer.init(cfg, key), jax.random.key(0))
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(folder / PARAMS_DIR, abstract)
+    return cfg, params
+
+
+def hf_to_jaxlab(src: str | Path, dst: str | Path, *, dtype: str | None = None) -> Path:
+    """Converts a Hugging Face model folder into a jaxlab checkpoint folder."""
+    src, dst = Path(src), Path(dst)
+    _require_empty(dst)
+    cfg, params = hf.load(src, dtype=dtype)
+    hf_config = hf.read_config(src)
+    out = save_jaxlab(dst, cfg, params, architecture=hf.family_of(hf_config).architecture,
+                      hf_config=hf_config)
+    _copy_tokenizer_files(src, out)
+    return out
+
+
+def jaxlab_to_hf(src: str | Path, dst: str | Path, *, architecture: str | None = None,
+                 dtype: str | None = None,
+                 max_shard_bytes: int = hf.DEFAULT_MAX_SHARD_BYTES) -> Path:
+    """Converts a jaxlab checkpoint folder into a Hugging Face model folder.
+
+    ``architecture`` defaults to the one the checkpoint came from, else the one its config
+    implies.
+    """
+    src, dst = Path(src), Path(dst)
+    _require_empty(dst)
+    info = read_jaxlab_info(src)
+    cfg, params = load_jaxlab(src)
+    out = hf.save(dst, cfg, params, architecture=architecture or info.get("architecture"),
+                  dtype=dtype, max_shard_bytes=max_shard_bytes, extra_config=info.get("hf_config"))
+    _copy_tokenizer_files(src, out)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxlab convert",
+        description="Convert checkpoints between Hugging Face model folders (safetensors) and "
+                    "jaxlab checkpoints (orbax). Pickled weights (.bin, .pt) are refused.")
+    sub = parser.add_subparsers(dest="direction", required=True)
+    a = sub.add_parser("hf-to-jaxlab", help="Hugging Face folder -> jaxlab checkpoint")
+    a.add_argument("src", help="Hugging Face model folder (config.json + model.safetensors)")
+    a.add_argument("dst", help="new folder for the jaxlab checkpoint")
+    a.add_argument("--dtype", choices=sorted(hf.DTYPES), default=None,
+                   help="cast the weights (default: keep the checkpoint's dtype)")
+    b = sub.add_parser("jaxlab-to-hf", help="jaxlab checkpoint -> Hugging Face folder")
+    b.add_argument("src", help="jaxlab checkpoint folder (jaxlab_model.json + params/)")
+    b.add_argument("dst", help="new folder for the Hugging Face model")
+    b.add_argument("--architecture", choices=hf.SUPPORTED_ARCHITECTURES, default=None,
+                   help="default: the architecture the checkpoint came from, else the one its "
+                        "config implies")
+    b.add_argument("--dtype", choices=sorted(hf.DTYPES), default=None,
+                   help="stored dtype (default: the config's param_dtype)")
+    b.add_argument("--max-shard-bytes", type=int, default=hf.DEFAULT_MAX_SHARD_BYTES,
+                   help="split the weights into shards of at most this many bytes "
+                        f"(default {hf.DEFAULT_MAX_SHARD_BYTES})")
+    return parser
+
+
+def convert_main(argv: list[str]) -> int:
+    """Entry point of ``jaxlab convert``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.direction == "hf-to-jaxlab":
+            out = hf_to_jaxlab(args.src, args.dst, dtype=args.dtype)
+        else:
+            out = jaxlab_to_hf(args.src, args.dst, architecture=args.architecture, dtype=args.dtype,
+                               max_shard_bytes=args.max_shard_bytes)
+    except (hf.HFCheckpointError, ConvertError, TokenizerError) as e:
+        print(f"jaxlab convert: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
