@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state and the data-iterator state, with integrity checks.
 
 Each checkpoint is an orbax step directory holding ``state`` (params, optimizer state, step,
-RNG) and ``data`` (the grain iterator state as JSON). Orbax commits a step atomically (a step
+RNG) and ``data`` (every process's data-iterator state, as JSON). In a multi-process run all
+processes save and restore together (the directory must be on a file system they share). Orbax commits a step atomically (a step
 killed mid-write is never listed). After a step is committed, a manifest of SHA-256 digests
 of all its files is written beside it; a step whose files no longer match (truncated,
 corrupt) or that fails to restore is moved to ``<dir>/../checkpoints_corrupt/`` and the
@@ -19,6 +20,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jaxlab.train import distributed
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "jaxlab_manifest.json"
@@ -26,6 +29,10 @@ MANIFEST = "jaxlab_manifest.json"
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class ProcessCountError(CheckpointError):
+    """The checkpoint was written by a run with another number of processes."""
 
 
 def _digest(path: Path) -> str:
@@ -82,13 +89,15 @@ class Checkpointer:
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state, data_state: dict | None = None) -> None:
-        args = {"state": ocp.args.StandardSave(state),
-                "data": ocp.args.JsonSave(data_state or {})}
+    def save(self, step: int, state, data_state=None) -> None:
+        """Saves collectively; ``data_state`` is this process's iterator state."""
+        data = {"processes": distributed.allgather_json(data_state)}
+        args = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data)}
         self._manager.save(step, args=ocp.args.Composite(**args), force=True)
         self._manager.wait_until_finished()
         if jax.process_index() == 0:
             write_manifest(self.directory / str(step))
+        distributed.barrier(f"jaxlab_checkpoint_{step}")
 
     def restore(self, step: int, abstract_state) -> tuple:
         """Restores step ``step`` into arrays shaped and sharded like ``abstract_state``."""
@@ -98,7 +107,11 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                   data=ocp.args.JsonRestore())
         restored = self._manager.restore(step, args=args)
-        return restored["state"], restored["data"]
+        states = restored["data"].get("processes", [])
+        if len(states) != jax.process_count():
+            raise ProcessCountError(f"checkpoint {step} was written by {len(states)} processes; this "
+                                  f"run has {jax.process_count()} (the data shards would not line up)")
+        return restored["state"], states[jax.process_index()]
 
     def restore_latest(self, abstract_state):
         """(step, state, data_state) of the newest intact checkpoint, or None if there is none.
@@ -110,6 +123,8 @@ class Checkpointer:
             try:
                 state, data_state = self.restore(step, abstract_state)
                 return step, state, data_state
+            except ProcessCountError:
+                raise  # an intact checkpoint of another run layout: do not move it aside
             except Exception as e:  # a damaged checkpoint can fail in many layers of orbax
                 log.warning("checkpoint %d is unusable (%s); trying the previous one", step, e)
                 self._quarantine(step)
@@ -122,6 +137,7 @@ class Checkpointer:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(self.directory / str(step)), target)
+        distributed.barrier(f"jaxlab_quarantine_{step}")
         self._manager.reload()
 
     def close(self) -> None:

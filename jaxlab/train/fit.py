@@ -109,12 +109,14 @@ class FitResult:
 def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, mesh,
         init_params: Callable[[jax.Array], dict], param_axes: Callable[[str], tuple],
         loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
-        frozen: Any = None, tokens_per_step: int | None = None, progress: bool = True) -> FitResult:
+        frozen: Any = None, tokens_per_step: int | None = None, normalize_fn: Callable | None = None,
+        progress: bool = True) -> FitResult:
     """Trains (or resumes) in ``workdir``: checkpoints in ``workdir/checkpoints``, metrics in
     ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
 
     ``tokens_per_step`` sets the throughput numerator; without it the step's ``count`` (the
-    loss's token or sequence count) is used.
+    loss's token or sequence count) is used. ``normalize_fn`` turns the step's summed metrics
+    into means (default: divide by ``count``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -140,8 +142,9 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
         source.set_state(source_state)
         log.info("resumed %s from step %d", workdir, start)
 
+    extra = {} if normalize_fn is None else {"normalize_fn": normalize_fn}
     step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
-                             grad_accum=fcfg.grad_accum, with_frozen=frozen is not None)
+                             grad_accum=fcfg.grad_accum, with_frozen=frozen is not None, **extra)
     if frozen is not None:
         frozen = jax.device_put(frozen, shd.tree_shardings(frozen, mesh, param_axes))
     is_main = jax.process_index() == 0

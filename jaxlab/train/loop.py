@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab import config as config_lib
-from jaxlab.data import ByteTokenizer, lm_dataset
+from jaxlab.data import ByteTokenizer, DataError, lm_dataset
+from jaxlab.data.pipeline import pad_batch
 from jaxlab.models import transformer
 from jaxlab.samplers import generate, pad_prompts
+from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
 from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
 from jaxlab.train.fit import FitConfig, IteratorSource, fit
@@ -75,6 +77,9 @@ def _validate(cfg: ExperimentConfig, mesh) -> None:
 
 
 def _eval_batches(cfg: ExperimentConfig) -> list[dict]:
+    """This process's validation batches. Processes may hold different numbers of batches of
+    their shards; the short ones append all-padding batches (they add nothing to the sums) so
+    that every process runs the same number of evaluation steps."""
     per_process = cfg.train.batch_size // jax.process_count()
     ds = lm_dataset(cfg.data, "validation", seq_len=cfg.train.seq_len, batch_size=per_process,
                     shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=False)
@@ -83,6 +88,13 @@ def _eval_batches(cfg: ExperimentConfig) -> list[dict]:
         batches.append(batch)
         if len(batches) == cfg.train.eval_batches:
             break
+    n = distributed.agree_max(len(batches))
+    if batches and len(batches) < n:
+        empty = {k: v[:0] for k, v in batches[0].items()}
+        batches += [pad_batch(empty, per_process)] * (n - len(batches))
+    if not batches and n:
+        raise DataError(f"process {jax.process_index()} has no validation data in its shard; "
+                        "use fewer processes or a larger data.val_percent")
     return batches
 
 
@@ -103,11 +115,12 @@ def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict:
             "tokens": count}
 
 
-def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int) -> str:
+def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int, mesh) -> str:
+    """The model's continuation of ``prompt`` (every process computes it; inputs replicated)."""
     tok = ByteTokenizer()
     tokens_BT, mask_BT = pad_prompts([tok.encode(prompt, bos=True)], pad_id=tok.pad_id)
-    out = generate(params, cfg.model, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
-                   jax.random.key(seed), cfg.sample)
+    tokens_BT, mask_BT = (shd.replicate(x, mesh) for x in (tokens_BT, mask_BT))
+    out = generate(params, cfg.model, tokens_BT, mask_BT, jax.random.key(seed), cfg.sample)
     n = int(out.lengths[0])
     return prompt + tok.decode(np.asarray(out.tokens[0, :n]))
 
@@ -143,7 +156,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
         tokens_per_step=tokens_per_step, progress=progress)
     state, last_eval = fitted.state, fitted.last_eval
-    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed)
+    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed, mesh)
     results = {
         "name": cfg.name,
         "steps": tcfg.steps,

@@ -5,8 +5,16 @@ A param's path gives its logical axes (``transformer.param_axes``: ``layers/attn
 a mesh axis that does not divide the dimension is dropped for that param (it is replicated
 along that axis instead). The batch dimension is split over ``data`` and ``fsdp`` together.
 
+Mesh axes:
+  data     pure data parallelism: params replicated, batch split
+  fsdp     params (their ``embed`` dimension) and optimizer state split, batch split; XLA
+           gathers a layer's weights when it needs them
+  tensor   tensor (Megatron-style) parallelism: attention heads, kv heads and the MLP hidden
+           dimension split; activations stay split inside a block and are reduced after its
+           output projection
+
 One code path serves 1 device, N fake CPU devices and many hosts: ``jax.jit`` with explicit
-in/out shardings on a mesh with axes ("data", "fsdp").
+in/out shardings on a mesh with axes ("data", "fsdp", "tensor").
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp")
+MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # logical axis -> mesh axis (or None: replicated).
@@ -27,10 +35,10 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": BATCH_AXES,
     "embed": "fsdp",
     "vocab": None,
-    "heads": None,
-    "kv_heads": None,
+    "heads": "tensor",
+    "kv_heads": "tensor",
     "head_dim": None,
-    "mlp": None,
+    "mlp": "tensor",
     "layers": None,
     "norm": None,
 }
@@ -42,9 +50,10 @@ class MeshConfig:
 
     data: int = -1
     fsdp: int = 1
+    tensor: int = 1
 
     def shape(self, n_devices: int) -> tuple[int, ...]:
-        sizes = [self.data, self.fsdp]
+        sizes = [self.data, self.fsdp, self.tensor]
         if sum(s == -1 for s in sizes) > 1:
             raise ValueError("at most one mesh axis may be -1")
         known = math.prod(s for s in sizes if s != -1)
@@ -74,14 +83,16 @@ def path_str(path) -> str:
 
 def logical_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
                  rules: dict = LOGICAL_RULES) -> P:
-    """PartitionSpec of an array with these logical axes; non-dividing mesh axes are dropped."""
+    """PartitionSpec of an array with these logical axes; mesh axes that do not divide the
+    dimension (or have size 1) are dropped."""
     if len(axes) != len(shape):
         raise ValueError(f"logical axes {axes} do not match shape {shape}")
     spec, used = [], set()
     for name, dim in zip(axes, shape):
         target = rules.get(name) if name is not None else None
         names = (target,) if isinstance(target, str) else tuple(target or ())
-        names = tuple(n for n in names if n in mesh.shape and n not in used)
+        # Axes of size 1 split nothing: leave them out so specs read as what is split.
+        names = tuple(n for n in names if mesh.shape.get(n, 1) > 1 and n not in used)
         size = math.prod(mesh.shape[n] for n in names)
         if not names or dim % size:
             spec.append(None)
@@ -115,3 +126,8 @@ def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """Turns this process's slice of the batch into global arrays sharded over the batch axes."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(x: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A host array every process holds in full, as a global array replicated on the mesh."""
+    return jax.make_array_from_process_local_data(replicated(mesh), np.asarray(x))

@@ -93,8 +93,11 @@ def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, ke
 
 
 def train_step(state: TrainState, batch: dict, frozen=None, *, loss_sums_fn: LossSumsFn,
-               optimizer: optax.GradientTransformation, grad_accum: int = 1):
-    """One optimizer step. Returns (new_state, metrics) with metrics normalised by the count."""
+               optimizer: optax.GradientTransformation, grad_accum: int = 1,
+               normalize_fn: Callable[[dict], dict] = normalize_sums):
+    """One optimizer step. Returns (new_state, metrics): the gradient is divided by the summed
+    ``count``; the metrics are the sums normalised by ``normalize_fn`` (default: every sum
+    divided by ``count``; a loss whose metrics have other denominators passes its own)."""
     key, step_key = jax.random.split(state.key)
     grads, sums = accumulate_gradients(loss_sums_fn, state.params, batch, step_key, grad_accum,
                                        frozen)
@@ -102,7 +105,7 @@ def train_step(state: TrainState, batch: dict, frozen=None, *, loss_sums_fn: Los
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = normalize_sums(sums)
+    metrics = dict(normalize_fn(sums))
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["param_norm"] = optax.tree.norm(params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

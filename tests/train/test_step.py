@@ -66,12 +66,18 @@ def test_one_step_reduces_the_loss_and_advances_step_and_rng():
     assert not np.array_equal(new.rng, state.rng)
 
 
-def test_sharded_step_on_8_devices_equals_1_device():
+@pytest.mark.parametrize("mesh_cfg,q_spec,down_spec", [
+    (shd.MeshConfig(data=2, fsdp=4), (None, "fsdp", None, None), (None, None, "fsdp")),
+    # 2 x 2 x 2: heads and the MLP hidden dimension split over "tensor".
+    (shd.MeshConfig(data=2, fsdp=2, tensor=2), (None, "fsdp", "tensor", None),
+     (None, "tensor", "fsdp")),
+])
+def test_sharded_step_on_8_devices_equals_1_device(mesh_cfg, q_spec, down_spec):
     assert jax.device_count() >= 8, "conftest sets 8 fake CPU devices"
     optimizer = SGD
     results = {}
     for name, mesh_cfg, devices in [("one", shd.MeshConfig(data=1, fsdp=1), jax.devices()[:1]),
-                                    ("eight", shd.MeshConfig(data=2, fsdp=4), jax.devices()[:8])]:
+                                    ("eight", mesh_cfg, jax.devices()[:8])]:
         mesh = shd.make_mesh(mesh_cfg, devices)
         init = lambda key: _state(optimizer)
         abstract = jax.eval_shape(init, jax.random.key(0))
@@ -85,7 +91,9 @@ def test_sharded_step_on_8_devices_equals_1_device():
         results[name] = (state, metrics)
         if name == "eight":
             q_kernel = state.params["layers"]["attn"]["q"]["kernel"]
-            assert q_kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None, None)
+            assert q_kernel.sharding.spec == jax.sharding.PartitionSpec(*q_spec)
+            down = state.params["layers"]["mlp"]["down"]["kernel"]
+            assert down.sharding.spec == jax.sharding.PartitionSpec(*down_spec)
             assert len(q_kernel.addressable_shards) == 8
     one, eight = results["one"], results["eight"]
     chex.assert_trees_all_close(jax.device_get(eight[0].params), jax.device_get(one[0].params),
@@ -96,7 +104,7 @@ def test_sharded_step_on_8_devices_equals_1_device():
 
 def test_adam_state_is_sharded_like_the_params():
     mesh = shd.make_mesh(shd.MeshConfig(data=2, fsdp=4))
-    optimizer = make_optimizer(OPT, 10)
+    optimizer = make_optimizer(OPT, 10)  # tensor=1: heads and mlp are not split
     abstract = jax.eval_shape(lambda k: _state(optimizer), jax.random.key(0))
     sh = state_shardings(abstract, mesh, tf.param_axes)
     q_spec = sh.params["layers"]["attn"]["q"]["kernel"].spec
@@ -158,7 +166,10 @@ def test_mesh_config_errors():
         shd.MeshConfig(data=3, fsdp=-1).shape(8)
     with pytest.raises(ValueError, match="uses 4 devices"):
         shd.MeshConfig(data=2, fsdp=2).shape(8)
-    assert shd.MeshConfig(data=-1, fsdp=4).shape(8) == (2, 4)
+    assert shd.MeshConfig(data=-1, fsdp=4).shape(8) == (2, 4, 1)
+    assert shd.MeshConfig(data=-1, fsdp=2, tensor=2).shape(8) == (2, 2, 2)
+    with pytest.raises(ValueError, match="at most one"):
+        shd.MeshConfig(data=-1, tensor=-1).shape(8)
     mesh = shd.make_mesh(shd.MeshConfig(data=2, fsdp=4))
     # A dimension that fsdp does not divide is replicated instead of failing.
     assert shd.logical_spec(("vocab", "embed"), (40, 30), mesh) == jax.sharding.PartitionSpec(None, None)
