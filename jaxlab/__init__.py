@@ -4,7 +4,8 @@ Notation (shape suffixes on array names, used everywhere in the package):
 
     B  batch                  T  time (query length)        S  source / key length
     D  model width            H  query heads                K  key-value heads
-    G  query heads per kv head (H // K)                    Dh head dimension (``..._BTHD``)
+    G  query heads per kv head (H // K) in attention; samples per prompt (the group) in RL
+    Dh head dimension (``..._BTHD``)
     F  MLP hidden width       V  vocabulary                 L  layers
     A  gradient-accumulation micro-batches
 

@@ -133,7 +133,7 @@ class JaxlabText(tfds.core.GeneratorBasedBuilder):
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
@@ -151,7 +151,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_absl() -> Iterator[None]:
+def quiet_absl() -> Iterator[None]:
     """absl (tfds' logger) at ERROR for the body: hides "Using custom data configuration"."""
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)
@@ -178,7 +178,7 @@ def prepare(source: str | os.PathLike | None, data_dir: str | os.PathLike, *,
     except OSError as e:
         raise DataError(f"data_dir {str(root)!r} cannot be created: {e}") from e
     tfds.disable_progress_bar()
-    with _file_lock(root / JaxlabText.name / f"{config.name}.lock"), _quiet_absl():
+    with file_lock(root / JaxlabText.name / f"{config.name}.lock"), quiet_absl():
         builder = JaxlabText(config=config, data_dir=str(root))
         builder.download_and_prepare(file_format="array_record")
     sources = builder.as_data_source()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jaxlab.data.corpus import DataError, default_documents, read_documents, split_chunks
-from jaxlab.data.tfds_text import JaxlabText, _file_lock, config_name, make_config, prepare
+from jaxlab.data.tfds_text import JaxlabText, file_lock, config_name, make_config, prepare
 
 
 def dataset_dir(data_dir, source, **kw) -> Path:
@@ -98,7 +98,7 @@ def test_prepare_waits_for_the_lock(tmp_path, corpus_writer, split_args):
     data_dir = tmp_path / "d"
     config = make_config(corpus, **split_args)
     result = {}
-    with _file_lock(data_dir / JaxlabText.name / f"{config.name}.lock"):
+    with file_lock(data_dir / JaxlabText.name / f"{config.name}.lock"):
         worker = threading.Thread(target=lambda: result.update(
             prepare(corpus, data_dir, **split_args)))
         worker.start()
