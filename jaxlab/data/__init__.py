@@ -1,10 +1,23 @@
-"""Data layer: byte tokenizer, text corpora, tfds array_record preparation, grain packing.
+"""Data layer: byte tokenizer, text corpora, tfds array_record preparation, grain packing,
+chat (SFT) and preference-pair batches.
 
 Flow: ``corpus`` (documents -> chunks, train/validation by hash) -> ``tfds_text`` (chunks ->
 array_record files, random access) -> ``pipeline`` (records -> tokens -> packed [B, T] batches).
 ``tfds_text`` (and tensorflow_datasets) is imported only when a corpus is prepared.
 """
 
+from jaxlab.data.chat import (
+    encode_example,
+    encode_messages,
+    encode_pair,
+    encode_prompt,
+    encode_record,
+    pad_rows,
+    preference_batch,
+    preference_dataset,
+    sft_dataset,
+    verification_record,
+)
 from jaxlab.data.corpus import (
     DataError,
     chunk_document,
@@ -39,4 +52,6 @@ __all__ = [
     "DataError", "JsonStateIterDataset", "batches_per_epoch", "chunk_document",
     "default_documents", "list_files", "lm_dataset", "open_split", "packed_lm_dataset",
     "prepare", "read_documents", "resolve_data_dir", "split_chunks", "tokenize_record",
+    "encode_example", "encode_messages", "encode_pair", "encode_prompt", "encode_record",
+    "pad_rows", "preference_batch", "preference_dataset", "sft_dataset", "verification_record",
 ]
