@@ -2,7 +2,8 @@
 
 A trainer (LM pre-training, SFT, DPO, RL) supplies what differs:
 
-  init_params(key) -> params          the starting point of a fresh run
+  init_params                         the starting point of a fresh run: a function of a key
+                                      returning params, or a params pytree (e.g. a warm start)
   loss_sums_fn(params, batch, key[, frozen]) -> sums
                                       the loss as sums and a ``count`` (see ``jaxlab.train.step``)
   source                              a :class:`BatchSource`: the next per-process batch (it may
@@ -107,7 +108,7 @@ class FitResult:
 
 
 def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, mesh,
-        init_params: Callable[[jax.Array], dict], param_axes: Callable[[str], tuple],
+        init_params: Callable[[jax.Array], dict] | dict, param_axes: Callable[[str], tuple],
         loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
         frozen: Any = None, tokens_per_step: int | None = None, normalize_fn: Callable | None = None,
         progress: bool = True) -> FitResult:
@@ -123,11 +124,13 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
     optimizer = make_optimizer(optim, fcfg.steps)
     schedule = make_schedule(optim, fcfg.steps)
 
-    def init_state(key):
-        return state_lib.create(init_params(key), optimizer, fcfg.seed)
+    given = None if callable(init_params) else init_params
+
+    def init_state(key, params=None):
+        return state_lib.create(init_params(key) if params is None else params, optimizer, fcfg.seed)
 
     key = jax.random.key(fcfg.seed)
-    abstract = jax.eval_shape(init_state, key)
+    abstract = jax.eval_shape(init_state, key, given)
     state_sh = state_shardings(abstract, mesh, param_axes)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, state_sh)
@@ -136,7 +139,7 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
     restored = ckpt.restore_latest(abstract)
     if restored is None:
         start = 0
-        state = jax.jit(init_state, out_shardings=state_sh)(key)
+        state = jax.jit(init_state, out_shardings=state_sh)(key, given)
     else:
         start, state, source_state = restored
         source.set_state(source_state)

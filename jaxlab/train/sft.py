@@ -1,0 +1,76 @@
+"""Supervised fine-tuning on prompt/response records: masked cross-entropy or DFT.
+
+Records are ``{"prompt": str, "response": str}`` (or chat ``messages``; see
+``jaxlab.data.chat``); the loss covers the response tokens and EOS only. Rows are packed
+with segment ids, so several short examples share a row without attending to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import jax
+
+from jaxlab.data.chat import sft_dataset
+from jaxlab.losses.lm import cross_entropy_sums, dft_sums
+from jaxlab.models import transformer
+from jaxlab.train.fit import FitConfig, FitResult, IteratorSource, fit
+from jaxlab.train.optim import OptimConfig
+
+SFT_LOSSES = ("ce", "dft")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """loss: "ce" (masked cross-entropy) or "dft" (cross-entropy weighted by the
+    stop-gradient target probability)."""
+    loss: Literal["ce", "dft"] = "ce"
+    steps: int = 200
+    batch_size: int = 16  # packed rows per optimizer step
+    seq_len: int = 128
+    grad_accum: int = 1
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 50
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        if self.loss not in SFT_LOSSES:
+            raise ValueError(f"sft loss {self.loss!r} is not one of {SFT_LOSSES}")
+
+
+def sft_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
+                  loss: str = "ce") -> dict:
+    """Loss sums of a packed SFT batch (inputs, targets, positions, segment_ids, mask = loss
+    mask): ``ce`` = masked cross-entropy, ``dft`` = DFT (see ``jaxlab.losses.lm.dft_sums``)."""
+    del key
+    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
+                                   segment_ids_BT=batch["segment_ids"])
+    if loss == "dft":
+        return dft_sums(logits_BTV, batch["targets"], batch["mask"])
+    return cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"])
+
+
+def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: transformer.Config,
+              sft: SFTConfig, optim: OptimConfig, mesh, init_params: Callable | dict | None = None,
+              evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True) -> FitResult:
+    """Fine-tunes on ``records`` in ``workdir`` (resumable); ``init_params`` is a params pytree
+    to start from (a warm start), a function of a key, or None for a fresh model."""
+    if len(records) == 0:
+        raise ValueError("SFT needs at least one record")
+    per_process = sft.batch_size // jax.process_count()
+    ds = sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process, seed=sft.seed,
+                     shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=True)
+    if init_params is None:
+        init_params = functools.partial(transformer.init, model_cfg)
+    fcfg = FitConfig(steps=sft.steps, grad_accum=sft.grad_accum, seed=sft.seed,
+                     log_every=sft.log_every, eval_every=sft.eval_every,
+                     checkpoint_every=sft.checkpoint_every)
+    return fit(workdir, name=f"sft-{sft.loss}", fcfg=fcfg, optim=optim, mesh=mesh,
+               init_params=init_params, param_axes=transformer.param_axes,
+               loss_sums_fn=functools.partial(sft_loss_sums, model_cfg=model_cfg, loss=sft.loss),
+               source=IteratorSource(iter(ds)), evaluate=evaluate, progress=progress)
