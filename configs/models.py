@@ -15,6 +15,11 @@ PRESETS = {
     # About 25M parameters (the benchmark's second model).
     "25m": transformer.Config(vocab_size=BYTE_VOCAB, d_model=512, n_layers=8, n_heads=8,
                               n_kv_heads=8, head_dim=64, mlp_dim=1344, scan_unroll=8),
+    # About 350M parameters with a 32K vocabulary: the model of the GPU utilisation (MFU)
+    # benchmark, at sequence length 2048 in bf16 (scripts/bench_train.py --mfu).
+    "350m": transformer.Config(vocab_size=32768, d_model=1024, n_layers=24, n_heads=16,
+                               n_kv_heads=16, head_dim=64, mlp_dim=2560, tie_embeddings=False,
+                               compute_dtype="bfloat16", remat="dots"),
 }
 
 

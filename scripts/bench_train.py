@@ -13,6 +13,14 @@ settings, and prints tokens/s, peak memory and the ratio jaxlab / PyTorch.
     python scripts/bench_train.py --models 25m --steps 20 --threads 1 --out bench.json
     python scripts/bench_train.py --variants jaxlab,jaxlab_xla_defaults,torch_eager,torch_compile
 
+On a GPU or TPU, ``--mfu`` measures model FLOPs utilisation instead: the jaxlab training step of
+the ~350M-parameter preset (configs/models.py "350m", bf16 compute, f32 master params) at
+sequence length 2048, tokens/s converted to FLOP/s by ``jaxlab.train.mfu`` and divided by the
+device's dense bf16 peak:
+
+    python scripts/bench_train.py --mfu                              # 350m, batch 8 x 2048
+    python scripts/bench_train.py --mfu --mfu-batch 16 --remat none
+
 ``jaxlab_xla_defaults`` is the same jaxlab step without the XLA flags jaxlab sets on CPU
 (``jaxlab/_xla_flags.py``), to show what they are worth.
 
@@ -294,6 +302,89 @@ def run_jaxlab(args) -> dict:
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "device": str(jax.devices()[0])}
 
 
+# --------------------------------------------------------------------------- MFU (GPU / TPU)
+
+
+def run_mfu(args) -> int:
+    """Times the jaxlab train step of a preset in this process and prints tokens/s and MFU."""
+    import dataclasses
+    import functools
+
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from configs.models import PRESETS
+    from jaxlab.models import transformer
+    from jaxlab.train import mfu
+    from jaxlab.train import sharding as shd
+    from jaxlab.train import state as state_lib
+    from jaxlab.train.optim import OptimConfig, make_optimizer
+    from jaxlab.train.step import jit_train_step, lm_loss_sums, state_shardings
+
+    device = jax.devices()[0]
+    peak = mfu.peak_flops(device.device_kind)
+    if device.platform == "cpu" and not args.quick:
+        print("--mfu measures accelerator utilisation; on CPU run it with --quick (a smoke run "
+              "with no MFU figure) or on a GPU / TPU machine")
+        return 2
+    overrides = {}
+    if args.remat is not None:
+        overrides["remat"] = args.remat
+    if args.attention_impl is not None:
+        overrides["attention_impl"] = args.attention_impl
+    cfg = dataclasses.replace(PRESETS[args.mfu_model], **overrides)
+    B, T = args.mfu_batch, args.mfu_seq
+    mesh = shd.make_mesh(shd.MeshConfig(data=1), devices=[device])
+    optimizer = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0, schedule="constant"), 1000)
+
+    def init_state(key):
+        return state_lib.create(transformer.init(cfg, key), optimizer, 0)
+
+    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    state_sh = state_shardings(abstract, mesh, transformer.param_axes)
+    state = jax.jit(init_state, out_shardings=state_sh)(jax.random.key(0))
+    n_params = transformer.count_params(state.params)
+    step_fn = jit_train_step(mesh, state_sh, optimizer=optimizer,
+                             loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg))
+    rng = np.random.default_rng(args.seed)
+    tokens = rng.integers(0, cfg.vocab_size, (B, T + 1)).astype(np.int32)
+    batch = shd.global_batch({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+                              "mask": np.ones((B, T), np.float32), "segment_ids": np.ones((B, T), np.int32),
+                              "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (B, T))}, mesh)
+    for _ in range(args.warmup):
+        state, metrics = step_fn(state, batch)
+    jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    summary = _summary(times, B * T)
+    flops_tok = mfu.train_flops_per_token(cfg, T)
+    achieved = summary["tokens_per_s"] * flops_tok
+    print(f"device: {device.device_kind} ({device.platform}); jax {_version('jax')}, "
+          f"jaxlib {_version('jaxlib')}")
+    print(f"model {args.mfu_model}: {n_params:,} params, {cfg.n_layers} layers, d_model {cfg.d_model}, "
+          f"compute {cfg.compute_dtype}, remat {cfg.remat}, attention {cfg.attention_impl}; "
+          f"batch {B} x {T}")
+    print(f"step {summary['step_s_median'] * 1e3:.1f} ms (median of {len(times)}), "
+          f"{summary['tokens_per_s']:,.0f} tokens/s, {flops_tok / 1e9:.2f} GFLOP/token, "
+          f"{achieved / 1e12:.1f} TFLOP/s, loss {float(metrics['loss']):.3f}")
+    if peak is None:
+        print(f"MFU: n/a (no known bf16 peak for {device.device_kind!r}; add it to "
+              "jaxlab/train/mfu.py PEAK_BF16_FLOPS)")
+    else:
+        print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.0f} TFLOP/s dense bf16 peak")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "device": device.device_kind, "model": args.mfu_model, "params": n_params, "batch": B,
+            "seq_len": T, **summary, "train_flops_per_token": flops_tok, "achieved_flops": achieved,
+            "peak_flops": peak, "mfu": None if peak is None else achieved / peak}, indent=2))
+    return 0
+
+
 # --------------------------------------------------------------------------- child: torch
 
 
@@ -453,6 +544,14 @@ def main(argv=None) -> int:
                         "round (default 3; 1 with --quick): drifting machine load then hits all "
                         "variants alike")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per variant subprocess")
+    p.add_argument("--mfu", action="store_true",
+                   help="GPU/TPU: model FLOPs utilisation of the 350m preset at sequence length 2048")
+    p.add_argument("--mfu-model", default="350m", help="model preset for --mfu (configs/models.py)")
+    p.add_argument("--mfu-batch", type=int, default=8, help="sequences per step for --mfu")
+    p.add_argument("--mfu-seq", type=int, default=2048, help="sequence length for --mfu")
+    p.add_argument("--remat", default=None, choices=("none", "full", "dots"),
+                   help="override the preset's remat policy (--mfu)")
+    p.add_argument("--attention-impl", default=None, help="override model.attention_impl (--mfu)")
     # Internal: one variant in this process.
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -468,6 +567,8 @@ def main(argv=None) -> int:
     if args.variant is not None:
         child_main(args)
         return 0
+    if args.mfu:
+        return run_mfu(args)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
