@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (config_lib.ConfigError, ExperimentError)) else 1
     for name, r in results.items():
-        if "val_bpb" in r:
+        if r.get("val_bpb") is not None:
             print(f"{name}: val bits/byte {r['val_bpb']:.4f}, val loss {r['val_loss']:.4f}")
         else:
             print(f"{name}: " + ", ".join(f"{k} {_cell(v)}" for k, v in r.items()

@@ -107,10 +107,16 @@ def resolve_data_dir(data_dir: str | None) -> Path:
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
-def tokenize_record(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def tokenize_record(record: Mapping[str, Any], tokenizer=None) -> dict[str, np.ndarray]:
     """``{"text": bytes | str}`` -> ``inputs_T = [BOS] + bytes``, ``targets_T = bytes + [EOS]``
-    (int32, equal lengths n + 1)."""
+    (int32, equal lengths n + 1). With a ``tokenizer`` (``encode(text, bos=, eos=)``, e.g. a
+    Hugging Face tokenizer from ``jaxlab.interop.hf.load_tokenizer``) the text's ids take the
+    place of the bytes, with BOS only if the tokenizer has one."""
     text = record["text"]
+    if tokenizer is not None:
+        text = text if isinstance(text, str) else bytes(text).decode("utf-8", errors="replace")
+        ids_T = tokenizer.encode(text, bos=tokenizer.bos_id is not None, eos=True)
+        return {"inputs": ids_T[:-1], "targets": ids_T[1:]}
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     bytes_T = np.frombuffer(data, dtype=np.uint8).astype(np.int32)
     inputs_T = np.concatenate([np.array([BOS_ID], np.int32), bytes_T])
@@ -206,10 +212,12 @@ def packed_lm_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batc
                       shuffle: bool = True, seed: int = 0, shard_index: int = 0,
                       shard_count: int = 1, repeat: bool = True,
                       name: str = "data source",
-                      read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+                      read_options: grain.ReadOptions | None = None,
+                      tokenizer=None) -> grain.IterDataset:
     """Packed LM batches (module docstring) from any random-access ``source`` of
     ``{"text": bytes | str}`` records (a tfds data source, or a plain list).
-    ``read_options`` default: :func:`default_read_options`."""
+    ``read_options`` default: :func:`default_read_options`; ``tokenizer``: see
+    :func:`tokenize_record` (default: bytes)."""
     _check_positive("seq_len", seq_len)
     _check_positive("batch_size", batch_size)
     _check_positive("shard_count", shard_count)
@@ -228,7 +236,8 @@ def packed_lm_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batc
     if repeat:
         records = records.repeat()
     rows = grain.experimental.ConcatThenSplitIterDataset(
-        records.map(tokenize_record).to_iter_dataset(read_options or default_read_options()),
+        records.map(functools.partial(tokenize_record, tokenizer=tokenizer))
+        .to_iter_dataset(read_options or default_read_options()),
         length_struct={"inputs": seq_len, "targets": seq_len},
     ).map(finish_packed_row)
     batches = rows.batch(batch_size, drop_remainder=repeat)
@@ -248,7 +257,8 @@ def open_split(cfg: DataConfig, split: str) -> Sequence[Mapping[str, bytes]]:
 
 
 def lm_dataset(cfg: DataConfig, split: str, *, seq_len: int, batch_size: int,
-               shard_index: int = 0, shard_count: int = 1, repeat: bool = True) -> grain.IterDataset:
+               shard_index: int = 0, shard_count: int = 1, repeat: bool = True,
+               tokenizer=None) -> grain.IterDataset:
     """Packed next-token batches of ``split`` ("train" or "validation") of the corpus of
     ``cfg``, for process ``shard_index`` of ``shard_count``; see the module docstring.
 
@@ -261,7 +271,7 @@ def lm_dataset(cfg: DataConfig, split: str, *, seq_len: int, batch_size: int,
     return packed_lm_dataset(
         open_split(cfg, split), seq_len=seq_len, batch_size=batch_size, shuffle=cfg.shuffle,
         seed=cfg.seed, shard_index=shard_index, shard_count=shard_count, repeat=repeat,
-        name=f"the {split} split of {corpus}",
+        name=f"the {split} split of {corpus}", tokenizer=tokenizer,
     )
 
 

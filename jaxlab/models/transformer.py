@@ -67,6 +67,10 @@ class Config:
     attention_impl: str = "auto"
     remat: Remat = "none"
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
+    # A local Hugging Face model folder to start from (``jaxlab run``): its architecture and
+    # weights replace this config's architecture and the random init, its tokenizer.json
+    # (if present) replaces the byte tokenizer. The compute settings above stay the run's.
+    hf_path: str | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",

@@ -16,6 +16,7 @@ with :class:`NonFiniteLossError` and leaves the last good checkpoint as the newe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -61,7 +62,29 @@ def _check_workdir_config(cfg: ExperimentConfig, workdir: Path) -> None:
         path.write_text(config_lib.to_json(cfg) + "\n")
 
 
-def _validate(cfg: ExperimentConfig, mesh) -> None:
+def resolve_model(cfg: ExperimentConfig):
+    """(cfg, initial params or None, tokenizer). With ``model.hf_path`` the Hugging Face
+    checkpoint's architecture replaces the model config (the run's dtypes, attention
+    implementation, remat and scan settings are kept), its weights are the initial params and
+    its tokenizer.json, if present, the tokenizer; otherwise bytes."""
+    path = cfg.model.hf_path
+    if path is None:
+        return cfg, None, ByteTokenizer()
+    from jaxlab.interop import hf
+
+    hf_cfg, params = hf.load(path, dtype=cfg.model.param_dtype)
+    keep = ("param_dtype", "compute_dtype", "attention_impl", "remat", "scan_unroll", "hf_path")
+    model = dataclasses.replace(hf_cfg, **{k: getattr(cfg.model, k) for k in keep})
+    if (Path(path) / "tokenizer.json").exists():
+        tokenizer = hf.load_tokenizer(path)
+        sample = dataclasses.replace(cfg.sample, stop_tokens=tuple(tokenizer.eos_ids),
+                                     pad_id=tokenizer.pad_id)
+    else:
+        tokenizer, sample = ByteTokenizer(), cfg.sample
+    return dataclasses.replace(cfg, model=model, sample=sample), params, tokenizer
+
+
+def _validate(cfg: ExperimentConfig, mesh, tokenizer) -> None:
     tcfg = cfg.train
     per_micro = tcfg.batch_size // tcfg.grad_accum
     divisor = shd.batch_divisor(mesh)
@@ -71,18 +94,19 @@ def _validate(cfg: ExperimentConfig, mesh) -> None:
     if tcfg.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size ({tcfg.batch_size}) must divide over "
                          f"{jax.process_count()} processes")
-    if cfg.model.vocab_size < ByteTokenizer.vocab_size:
+    if cfg.model.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the "
-                         f"tokenizer's {ByteTokenizer.vocab_size} ids")
+                         f"tokenizer's {tokenizer.vocab_size} ids")
 
 
-def _eval_batches(cfg: ExperimentConfig) -> list[dict]:
+def _eval_batches(cfg: ExperimentConfig, tokenizer=None) -> list[dict]:
     """This process's validation batches. Processes may hold different numbers of batches of
     their shards; the short ones append all-padding batches (they add nothing to the sums) so
     that every process runs the same number of evaluation steps."""
     per_process = cfg.train.batch_size // jax.process_count()
     ds = lm_dataset(cfg.data, "validation", seq_len=cfg.train.seq_len, batch_size=per_process,
-                    shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=False)
+                    shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=False,
+                    tokenizer=tokenizer)
     batches = []
     for batch in ds:
         batches.append(batch)
@@ -101,7 +125,8 @@ def _eval_batches(cfg: ExperimentConfig) -> list[dict]:
 def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict:
     """Validation loss and bits per byte over ``batches``.
 
-    bits/byte = sum of nll over byte targets / (ln 2 * number of byte targets).
+    bits/byte = sum of nll over byte targets / (ln 2 * number of byte targets); None when
+    the targets are not bytes (a Hugging Face tokenizer).
     """
     total = None
     for batch in batches:
@@ -109,20 +134,22 @@ def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict:
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
     count = max(float(total["count"]), 1.0)
-    return {"loss": float(total["loss"]) / count,
-            "accuracy": float(total["correct"]) / count,
-            "bpb": float(total["byte_nll"]) / max(float(total["byte_count"]), 1.0) / math.log(2),
-            "tokens": count}
+    out = {"loss": float(total["loss"]) / count, "accuracy": float(total["correct"]) / count,
+           "tokens": count}
+    if float(total["byte_count"]) > 0:
+        out["bpb"] = float(total["byte_nll"]) / float(total["byte_count"]) / math.log(2)
+    return out
 
 
-def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int, mesh) -> str:
+def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int, mesh, tok=None) -> str:
     """The model's continuation of ``prompt`` (every process computes it; inputs replicated)."""
-    tok = ByteTokenizer()
-    tokens_BT, mask_BT = pad_prompts([tok.encode(prompt, bos=True)], pad_id=tok.pad_id)
+    tok = tok or ByteTokenizer()
+    tokens_BT, mask_BT = pad_prompts([tok.encode(prompt, bos=tok.bos_id is not None)],
+                                     pad_id=tok.pad_id)
     tokens_BT, mask_BT = (shd.replicate(x, mesh) for x in (tokens_BT, mask_BT))
     out = generate(params, cfg.model, tokens_BT, mask_BT, jax.random.key(seed), cfg.sample)
     n = int(out.lengths[0])
-    return prompt + tok.decode(np.asarray(out.tokens[0, :n]))
+    return prompt + tok.decode(np.asarray(out.tokens[0, :n]), stop_at_eos=True)
 
 
 def fit_config(tcfg) -> FitConfig:
@@ -135,28 +162,33 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     """Trains (or resumes) the run in ``workdir``; returns the final numbers."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    cfg, hf_params, tokenizer = resolve_model(cfg)
     _check_workdir_config(cfg, workdir)
     tcfg = cfg.train
     mesh = shd.make_mesh(cfg.mesh)
-    _validate(cfg, mesh)
+    _validate(cfg, mesh, tokenizer)
+    byte_tokens = isinstance(tokenizer, ByteTokenizer)
 
     per_process = tcfg.batch_size // jax.process_count()
     train_ds = lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
-                          shard_index=jax.process_index(), shard_count=jax.process_count())
-    eval_batches = _eval_batches(cfg)
+                          shard_index=jax.process_index(), shard_count=jax.process_count(),
+                          tokenizer=None if byte_tokens else tokenizer)
+    eval_batches = _eval_batches(cfg, None if byte_tokens else tokenizer)
     eval_fn = jit_eval_sums(mesh, shd.tree_shardings(
         jax.eval_shape(transformer.init, cfg.model, jax.random.key(0)), mesh, transformer.param_axes),
-        loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model))
+        loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model,
+                                       byte_vocab=256 if byte_tokens else 0))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     fitted = fit(
         workdir, name=cfg.name, fcfg=fit_config(tcfg), optim=cfg.optim, mesh=mesh,
-        init_params=lambda key: transformer.init(cfg.model, key), param_axes=transformer.param_axes,
+        init_params=hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
+        param_axes=transformer.param_axes,
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),
         source=IteratorSource(iter(train_ds)),
         evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
         tokens_per_step=tokens_per_step, progress=progress)
     state, last_eval = fitted.state, fitted.last_eval
-    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed, mesh)
+    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed, mesh, tokenizer)
     results = {
         "name": cfg.name,
         "steps": tcfg.steps,
@@ -164,7 +196,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         "tokens_seen": tcfg.steps * tokens_per_step,
         "train_loss": fitted.last("train/loss"),
         "val_loss": last_eval["loss"],
-        "val_bpb": last_eval["bpb"],
+        "val_bpb": last_eval.get("bpb"),
         "val_accuracy": last_eval["accuracy"],
         "tokens_per_s": fitted.mean_tail("train/tokens_per_s"),
         "train_wall_s": fitted.train_wall_s,
