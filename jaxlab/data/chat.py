@@ -68,7 +68,8 @@ from jaxlab.data.corpus import DataError
 from jaxlab.data.pipeline import (
     BATCH_KEYS,
     JsonStateIterDataset,
-    _check_positive,
+    check_positive,
+    shard_records,
     default_read_options,
     finish_packed_row,
     pad_batch,
@@ -240,7 +241,7 @@ def preference_batch(records: Sequence[Mapping[str, Any]], *, seq_len: int,
                      overflow: str = "error") -> dict[str, dict[str, np.ndarray]]:
     """The stacked layout of preference ``records``: {"chosen": [B, T] rows, "rejected":
     [B, T] rows}, row b of both halves from record b."""
-    _check_positive("seq_len", seq_len)
+    check_positive("seq_len", seq_len)
     pairs = [_pair_rows(r, seq_len, overflow) for r in records]
     if not pairs:
         raise DataError("preference_batch needs at least one record")
@@ -285,24 +286,6 @@ def finish_pair_row(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _records(source, *, shuffle: bool, seed: int, shard_index: int, shard_count: int,
-             repeat: bool, name: str) -> grain.MapDataset:
-    _check_positive("shard_count", shard_count)
-    if isinstance(shard_index, bool) or not isinstance(shard_index, int) \
-            or not 0 <= shard_index < shard_count:
-        raise DataError(f"shard_index must be an int in [0, {shard_count}), got {shard_index!r}")
-    records = grain.MapDataset.source(source)
-    if len(records) == 0:
-        raise DataError(f"{name} is empty (0 records)")
-    records = records[shard_index::shard_count]
-    if len(records) == 0:
-        raise DataError(f"shard {shard_index} of {shard_count} of {name} is empty: "
-                        f"{len(source)} records for {shard_count} shards")
-    if shuffle:
-        records = records.shuffle(seed=seed)
-    return records.repeat() if repeat else records
-
-
 def _check_overflow(overflow: str) -> None:
     if overflow not in OVERFLOW:
         raise DataError(f"overflow={overflow!r} is not one of {OVERFLOW}")
@@ -330,12 +313,12 @@ def sft_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size
     targets, segment_ids, positions, mask}``, each [batch_size, seq_len], mask = loss mask.
     ``examples_per_row``: at most this many examples in a row (1 = unpacked; None = as many
     as fit)."""
-    _check_positive("seq_len", seq_len)
-    _check_positive("batch_size", batch_size)
+    check_positive("seq_len", seq_len)
+    check_positive("batch_size", batch_size)
     _check_overflow(overflow)
     if examples_per_row is not None:
-        _check_positive("examples_per_row", examples_per_row)
-    records = _records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
+        check_positive("examples_per_row", examples_per_row)
+    records = shard_records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
                        shard_count=shard_count, repeat=repeat, name=name)
     elements = records.map(lambda r: fit(encode_record(r), seq_len, overflow))
     return _pack(elements, features=("inputs", "targets", "loss_mask"), seq_len=seq_len,
@@ -354,10 +337,10 @@ def preference_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, bat
     ``batch_size`` pairs ([batch_size, seq_len] each half). ``pairs_per_row=P``: the packed
     layout, ``batch_size`` rows of up to P pairs each (pass the same P to
     :func:`jaxlab.losses.preference.packed_pair_logprobs`)."""
-    _check_positive("seq_len", seq_len)
-    _check_positive("batch_size", batch_size)
+    check_positive("seq_len", seq_len)
+    check_positive("batch_size", batch_size)
     _check_overflow(overflow)
-    records = _records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
+    records = shard_records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
                        shard_count=shard_count, repeat=repeat, name=name)
     if pairs_per_row is None:
         batches = records.map(lambda r: _pair_rows(r, seq_len, overflow)).to_iter_dataset(
@@ -365,7 +348,7 @@ def preference_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, bat
         if not repeat:
             batches = batches.map(lambda b: {h: pad_batch(b[h], batch_size) for h in b})
         return JsonStateIterDataset(batches)
-    _check_positive("pairs_per_row", pairs_per_row)
+    check_positive("pairs_per_row", pairs_per_row)
     elements = records.map(lambda r: _packed_pair_element(r, seq_len, overflow))
     return _pack(elements, features=("inputs", "targets", "loss_mask", "half", "pos"),
                  seq_len=seq_len, batch_size=batch_size, per_row=pairs_per_row,

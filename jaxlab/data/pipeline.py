@@ -203,24 +203,17 @@ class JsonStateIterDataset(grain.IterDataset):
 # ---------------------------------------------------------------- datasets
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DataError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def packed_lm_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size: int,
-                      shuffle: bool = True, seed: int = 0, shard_index: int = 0,
-                      shard_count: int = 1, repeat: bool = True,
-                      name: str = "data source",
-                      read_options: grain.ReadOptions | None = None,
-                      tokenizer=None) -> grain.IterDataset:
-    """Packed LM batches (module docstring) from any random-access ``source`` of
-    ``{"text": bytes | str}`` records (a tfds data source, or a plain list).
-    ``read_options`` default: :func:`default_read_options`; ``tokenizer``: see
-    :func:`tokenize_record` (default: bytes)."""
-    _check_positive("seq_len", seq_len)
-    _check_positive("batch_size", batch_size)
-    _check_positive("shard_count", shard_count)
+def shard_records(source: Sequence[Mapping[str, Any]], *, shuffle: bool, seed: int,
+                  shard_index: int, shard_count: int, repeat: bool, name: str) -> grain.MapDataset:
+    """This process's records of ``source``: every ``shard_count``-th from ``shard_index``,
+    shuffled (a new order each epoch) and repeated as asked. Empty sources and shards are
+    errors naming ``name``."""
+    check_positive("shard_count", shard_count)
     if isinstance(shard_index, bool) or not isinstance(shard_index, int) \
             or not 0 <= shard_index < shard_count:
         raise DataError(f"shard_index must be an int in [0, {shard_count}), got {shard_index!r}")
@@ -233,8 +226,23 @@ def packed_lm_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batc
                         f"{len(source)} records for {shard_count} shards")
     if shuffle:
         records = records.shuffle(seed=seed)
-    if repeat:
-        records = records.repeat()
+    return records.repeat() if repeat else records
+
+
+def packed_lm_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size: int,
+                      shuffle: bool = True, seed: int = 0, shard_index: int = 0,
+                      shard_count: int = 1, repeat: bool = True,
+                      name: str = "data source",
+                      read_options: grain.ReadOptions | None = None,
+                      tokenizer=None) -> grain.IterDataset:
+    """Packed LM batches (module docstring) from any random-access ``source`` of
+    ``{"text": bytes | str}`` records (a tfds data source, or a plain list).
+    ``read_options`` default: :func:`default_read_options`; ``tokenizer``: see
+    :func:`tokenize_record` (default: bytes)."""
+    check_positive("seq_len", seq_len)
+    check_positive("batch_size", batch_size)
+    records = shard_records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
+                            shard_count=shard_count, repeat=repeat, name=name)
     rows = grain.experimental.ConcatThenSplitIterDataset(
         records.map(functools.partial(tokenize_record, tokenizer=tokenizer))
         .to_iter_dataset(read_options or default_read_options()),
@@ -265,8 +273,8 @@ def lm_dataset(cfg: DataConfig, split: str, *, seq_len: int, batch_size: int,
     Each element is ``{inputs, targets, segment_ids, positions, mask}``, each [batch_size,
     seq_len]. Infinite when ``repeat``; one padded pass over the shard otherwise.
     """
-    _check_positive("seq_len", seq_len)
-    _check_positive("batch_size", batch_size)
+    check_positive("seq_len", seq_len)
+    check_positive("batch_size", batch_size)
     corpus = cfg.path or "the default pydoc corpus"
     return packed_lm_dataset(
         open_split(cfg, split), seq_len=seq_len, batch_size=batch_size, shuffle=cfg.shuffle,
