@@ -50,6 +50,8 @@ def load_experiment(path: str | Path) -> ModuleType:
             sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"jaxlab_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: dataclasses (with postponed annotations) look their module up.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ExperimentError(f"{path} defines no get_config()")

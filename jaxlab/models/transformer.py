@@ -31,6 +31,7 @@ from jaxlab.nn.norms import NormType, init_norm, norm
 from jaxlab.nn.rope import RopeScaling
 
 DType = Literal["float32", "bfloat16", "float16"]
+AttentionKind = Literal["softmax", "softplus"]
 Remat = Literal["none", "full", "dots"]
 
 _REMAT_POLICIES = {
@@ -65,6 +66,11 @@ class Config:
     param_dtype: DType = "float32"
     compute_dtype: DType = "float32"
     attention_impl: str = "auto"
+    # "softplus": softplus attention with a log-length score scale (Gao & Spratling, 2025);
+    # attention_reweight_power > 1 sharpens its weights (a^p / sum a^p), also at evaluation
+    # time only, without retraining.
+    attention_kind: AttentionKind = "softmax"
+    attention_reweight_power: float = 1.0
     remat: Remat = "none"
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
     # A local Hugging Face model folder to start from (``jaxlab run``): its architecture and
@@ -82,6 +88,15 @@ class Config:
                              f"model.n_kv_heads ({self.n_kv_heads})")
         if not 0.0 <= self.rope_fraction <= 1.0:
             raise ValueError(f"model.rope_fraction must be in [0, 1], got {self.rope_fraction}")
+        if self.attention_kind not in ("softmax", "softplus"):
+            raise ValueError(f"model.attention_kind must be 'softmax' or 'softplus', got "
+                             f"{self.attention_kind!r}")
+        if self.attention_kind == "softmax" and self.attention_reweight_power != 1.0:
+            raise ValueError("model.attention_reweight_power applies to attention_kind='softplus' "
+                             f"only, got {self.attention_reweight_power}")
+        if not self.attention_reweight_power >= 1.0:
+            raise ValueError(f"model.attention_reweight_power must be >= 1, got "
+                             f"{self.attention_reweight_power}")
 
     @property
     def attention(self) -> AttentionConfig:
@@ -90,7 +105,8 @@ class Config:
             head_dim=self.head_dim, qk_norm=self.qk_norm, norm_eps=self.norm_eps,
             rope_base=self.rope_base, rope_fraction=self.rope_fraction,
             rope_scaling=self.rope_scaling, causal=self.causal,
-            window=self.window, bias=self.attention_bias, impl=self.attention_impl)
+            window=self.window, bias=self.attention_bias, impl=self.attention_impl,
+            kind=self.attention_kind, reweight_power=self.attention_reweight_power)
 
     @property
     def dtype(self):

@@ -4,7 +4,9 @@
     q, k = rope(norm(q)), rope(norm(k))     (QK-norm optional, per head over Dh)
     out = attention(q, k, v) W_o            (W_o: [H, Dh, D])
 
-The attention math goes through :func:`jaxlab.kernels.attention`. With a KV cache the block
+The attention math goes through :func:`jaxlab.kernels.attention`: ``kind="softmax"``, or
+``kind="softplus"`` (softplus attention with a log-length score scale and re-weighting power
+``reweight_power``, see ``jaxlab.kernels.attention.reference``). With a KV cache the block
 writes this call's keys and values at ``cache_index`` and attends over the whole cache.
 """
 
@@ -36,6 +38,8 @@ class AttentionConfig:
     window: int | None = None
     bias: bool = False
     impl: str = "auto"
+    kind: str = "softmax"
+    reweight_power: float = 1.0
 
 
 def init_attention(key: jax.Array, cfg: AttentionConfig, *, dtype=jnp.float32,
@@ -81,7 +85,8 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
 
     if cache is None:
         out_BTHD = attention(q_BTHD, k_BTKD, v_BTKD, causal=cfg.causal, window=cfg.window,
-                             segment_ids=segment_ids_BT, impl=cfg.impl)
+                             segment_ids=segment_ids_BT, impl=cfg.impl, kind=cfg.kind,
+                             reweight_power=cfg.reweight_power)
         new_cache = None
     else:
         k_BSKD = jax.lax.dynamic_update_slice_in_dim(
@@ -91,6 +96,7 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
         segments = None if segment_ids_BT is None else (segment_ids_BT, kv_segment_ids_BS)
         out_BTHD = attention(q_BTHD, k_BSKD.astype(q_BTHD.dtype), v_BSKD.astype(q_BTHD.dtype),
                              causal=cfg.causal, window=cfg.window, segment_ids=segments,
-                             q_offset=cache_index, impl=cfg.impl)
+                             q_offset=cache_index, impl=cfg.impl, kind=cfg.kind,
+                             reweight_power=cfg.reweight_power)
         new_cache = {"k": k_BSKD, "v": v_BSKD}
     return dense(params["o"], out_BTHD, "bthk,hkd->btd"), new_cache

@@ -154,3 +154,42 @@ def test_config_validation():
         tf.Config(rope_fraction=2.0)
     with pytest.raises(ValueError, match="tokens must be"):
         tf.apply(_params(), jnp.zeros((3,), jnp.int32), CFG)
+
+
+SOFTPLUS = tf.Config(**{**CFG.__dict__, "attention_kind": "softplus", "attention_reweight_power": 2.0})
+
+
+def test_softplus_attention_model_is_causal_and_decodes_like_the_full_forward():
+    params = tf.init(SOFTPLUS, jax.random.key(3))
+    tokens = _tokens(2, 9, seed=8)
+    logits = apply(params, tokens, SOFTPLUS)
+    changed = tokens.at[:, 6:].set((tokens[:, 6:] + 1) % CFG.vocab_size)
+    np.testing.assert_allclose(apply(params, changed, SOFTPLUS)[:, :6], logits[:, :6], rtol=1e-5, atol=1e-5)
+    # Left padding and a KV cache: each query's length (its visible keys) excludes the padding.
+    prompt = np.asarray(tokens[1, :4])
+    padded = jnp.asarray(np.concatenate([np.zeros(3, np.int32), prompt])[None])
+    mask = jnp.asarray([[0, 0, 0, 1, 1, 1, 1]])
+    cache = tf.init_cache(SOFTPLUS, 1, 12)
+    lg, cache = jax.jit(tf.prefill, static_argnames="cfg")(params, padded, SOFTPLUS, cache, mask_BT=mask)
+    steps = [lg[:, -1]]
+    for t in range(4, 8):
+        lg, cache = jax.jit(tf.decode_step, static_argnames="cfg")(params, tokens[1:, t], SOFTPLUS, cache)
+        steps.append(lg)
+    np.testing.assert_allclose(jnp.stack(steps, 1)[0], logits[1, 3:8], rtol=1e-5, atol=1e-5)
+
+
+def test_softplus_reweighting_changes_the_function_not_the_params():
+    cfg1 = tf.Config(**{**SOFTPLUS.__dict__, "attention_reweight_power": 1.0})
+    params = tf.init(cfg1, jax.random.key(4))
+    chex.assert_trees_all_equal_shapes(params, tf.init(SOFTPLUS, jax.random.key(4)))
+    tokens = _tokens(1, 8, seed=9)
+    assert not np.allclose(apply(params, tokens, cfg1), apply(params, tokens, SOFTPLUS), atol=1e-4)
+
+
+def test_attention_kind_validation():
+    with pytest.raises(ValueError, match="attention_kind"):
+        tf.Config(attention_kind="sigmoid")
+    with pytest.raises(ValueError, match="applies to attention_kind='softplus' only"):
+        tf.Config(attention_reweight_power=2.0)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        tf.Config(attention_kind="softplus", attention_reweight_power=0.5)

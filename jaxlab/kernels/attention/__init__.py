@@ -1,19 +1,39 @@
 """``attention``: the one public attention function, dispatching to an implementation.
 
-Implementations: ``"xla"`` (``xla.py``: the math of the plain-jnp reference in
-``reference.py``, with a backward pass that recomputes the probabilities instead of storing
-them). ``"auto"`` picks the best implementation that supports the call. ``reference.py`` is the
-ground truth the implementations are tested against.
+Implementations:
+  "xla"     ``xla.py``: the reference's math in XLA ops, with a backward pass that recomputes
+            the probabilities instead of storing them, and causal / window block skipping.
+  "pallas"  ``pallas.py``: flash-attention kernels (forward and backward); on CPU they run in
+            interpret mode (slow: for tests).
+  "cudnn"   ``jax.nn.dot_product_attention(implementation="cudnn")`` on an NVIDIA GPU (softmax
+            attention only, bf16/f16, no segment ids, no query offset).
+  "auto"    the kernel on a GPU when it supports the call, else "xla" (logging why, once);
+            "xla" on CPU and TPU.
+
+An explicit implementation that cannot run a call raises ``UnsupportedError`` (a ValueError)
+saying why. ``reference.py`` is the ground truth every implementation is tested against.
+
+Kinds: ``kind="softmax"`` (the default) and ``kind="softplus"``, softplus attention with a
+length-dependent scale and re-weighting exponent ``reweight_power``
+(``reference.softplus_attention_reference``).
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
-from jaxlab.kernels.attention.reference import attention_mask, attention_reference
+from jaxlab.kernels import _pallas
+from jaxlab.kernels._pallas import UnsupportedError
+from jaxlab.kernels.attention import pallas as pallas_impl
+from jaxlab.kernels.attention.pallas import BlockSizes, flash_attention
+from jaxlab.kernels.attention.reference import (attention_mask, attention_reference,
+                                                softplus_attention_reference, softplus_row_scale,
+                                                visible_key_count)
 from jaxlab.kernels.attention.xla import attention_xla
 
-IMPLEMENTATIONS = ("auto", "xla")
+IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
+KINDS = pallas_impl.KINDS
 
 
 def _split_segment_ids(segment_ids, B: int, T: int, S: int):
@@ -33,9 +53,37 @@ def _split_segment_ids(segment_ids, B: int, T: int, S: int):
     return q_seg, kv_seg
 
 
+def _cudnn_unsupported(q_BTHD, k_BSKD, *, kind, window, causal, q_seg, q_offset) -> str | None:
+    if _pallas.backend() != "gpu":
+        return f"cuDNN attention needs a GPU backend, not {_pallas.backend()}"
+    if kind != "softmax":
+        return f"cuDNN computes softmax attention only, not kind={kind!r}"
+    if q_BTHD.dtype not in (jnp.bfloat16, jnp.float16) or k_BSKD.dtype != q_BTHD.dtype:
+        return f"cuDNN attention takes bfloat16 or float16 inputs, got {q_BTHD.dtype}/{k_BSKD.dtype}"
+    Dh = q_BTHD.shape[-1]
+    if Dh % 8 or Dh > 256:
+        return f"cuDNN attention needs a head dim that is a multiple of 8 and <= 256, got {Dh}"
+    if q_seg is not None:
+        return "cuDNN attention here takes no segment ids"
+    if not (isinstance(q_offset, int) and q_offset == 0):
+        return "cuDNN attention here takes no query offset"
+    if q_BTHD.shape[1] != k_BSKD.shape[1]:
+        return "cuDNN attention here needs T == S"
+    if window is not None and not causal:
+        return "cuDNN attention here takes a window only with causal=True"
+    return None
+
+
+def _cudnn(q_BTHD, k_BSKD, v_BSKD, *, causal, window, scale):
+    local = None if window is None else (window - 1, 0)
+    return jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, scale=scale, is_causal=causal,
+                                        local_window_size=local, implementation="cudnn")
+
+
 def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal: bool = True,
               window: int | None = None, segment_ids=None, q_offset: jax.Array | int = 0,
-              scale: float | None = None, impl: str = "auto") -> jax.Array:
+              scale: float | None = None, impl: str = "auto", kind: str = "softmax",
+              reweight_power: float = 1.0) -> jax.Array:
     """Multi-head attention with GQA/MQA, causal / bidirectional / sliding-window masks and
     packed-sequence segment ids.
 
@@ -48,7 +96,9 @@ def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal
         within their segment; use 0 for padding), or a pair ([B, T], [B, S]).
       q_offset: key index of query 0 (decode steps against a KV cache); may be traced.
       scale: score scale, default Dh^-0.5.
-      impl: "auto" | "xla".
+      impl: "auto" | "xla" | "pallas" | "cudnn" (see the module docstring).
+      kind: "softmax" | "softplus".
+      reweight_power: softplus only: the re-weighting exponent p >= 1 (1: none).
     Returns:
       out_BTHD in q's dtype.
     """
@@ -67,10 +117,41 @@ def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal
         raise ValueError(f"window must be >= 1 or None, got {window}")
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown attention kind {kind!r}; expected one of {KINDS}")
+    if kind == "softplus" and not reweight_power >= 1.0:
+        raise ValueError(f"reweight_power must be >= 1, got {reweight_power}")
+    if kind == "softmax" and reweight_power != 1.0:
+        raise ValueError(f"reweight_power applies to kind='softplus' only, got {reweight_power} "
+                         "with kind='softmax'")
     q_seg, kv_seg = _split_segment_ids(segment_ids, B, T, S)
+    scale = Dh ** -0.5 if scale is None else scale
+
+    if impl == "auto":
+        if _pallas.backend() == "gpu":
+            reason = pallas_impl.unsupported_reason(q_BTHD, k_BSKD, v_BSKD, q_offset=q_offset)
+            if reason is None:
+                impl = "pallas"
+            else:
+                _pallas.note_fallback("attention", "xla", reason)
+                impl = "xla"
+        else:
+            impl = "xla"
+    if impl == "cudnn":
+        reason = _cudnn_unsupported(q_BTHD, k_BSKD, kind=kind, window=window, causal=causal,
+                                    q_seg=q_seg, q_offset=q_offset)
+        if reason is not None:
+            raise UnsupportedError(f"attention(impl='cudnn'): {reason}")
+        return _cudnn(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window, scale=scale)
+    if impl == "pallas":
+        return flash_attention(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window,
+                               q_segment_ids_BT=q_seg, kv_segment_ids_BS=kv_seg, q_offset=q_offset,
+                               scale=scale, kind=kind, power=reweight_power)
     return attention_xla(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window, q_segment_ids_BT=q_seg,
-                         kv_segment_ids_BS=kv_seg, q_offset=q_offset,
-                         scale=Dh ** -0.5 if scale is None else scale)
+                         kv_segment_ids_BS=kv_seg, q_offset=q_offset, scale=scale, kind=kind,
+                         power=reweight_power)
 
 
-__all__ = ["attention", "attention_mask", "attention_reference", "attention_xla", "IMPLEMENTATIONS"]
+__all__ = ["attention", "attention_mask", "attention_reference", "attention_xla", "flash_attention",
+           "softplus_attention_reference", "softplus_row_scale", "visible_key_count", "BlockSizes",
+           "IMPLEMENTATIONS", "KINDS", "UnsupportedError"]

@@ -12,6 +12,9 @@ backward pass. Here a custom VJP saves only o and lse ([B, T, H] floats) and rec
 
 (the FlashAttention-2 backward, written with whole-array einsums). A row with no allowed key
 outputs zeros and passes no gradient.
+
+``kind="softplus"`` computes softplus attention (``reference.softplus_attention_reference``)
+with plain autodiff, on the same query blocks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxlab.kernels.attention.reference import attention_mask
+from jaxlab.kernels.attention.reference import attention_mask, softplus_row_scale
 
 
 def _scores(q_BTHD, k_BSKD, mask_BTS, scale):
@@ -81,6 +84,36 @@ def _attention_bwd(scale, residuals, dout_BTHD):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+_LOG_SOFTPLUS_CUT = -20.0  # below: log(softplus(x)) = x to float32 precision
+
+
+def _log_softplus(x):
+    """log(softplus(x)), finite with finite gradients for every finite x."""
+    x_safe = jnp.maximum(x, _LOG_SOFTPLUS_CUT)
+    return jnp.where(x > _LOG_SOFTPLUS_CUT, jnp.log(jax.nn.softplus(x_safe)), x)
+
+
+def _softplus_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, power):
+    """Softplus attention over the keys of ``mask_BTS`` (which must hold every key a query sees:
+    the row length n_t is its row sum), as a softmax over power * log(softplus(x)): the same
+    weights as softplus(x)^power / sum softplus(x)^power, finite also where a whole row of
+    scores is very negative."""
+    B, T, H, Dh = q_BTHD.shape
+    mask_B11TS = mask_BTS[:, None, None]
+    r_BT = softplus_row_scale(jnp.sum(mask_BTS, axis=-1), 1.0)
+    x_BKGTS = jnp.where(mask_B11TS, _scores(q_BTHD, k_BSKD, mask_BTS, scale), 0.0)
+    x_BKGTS = x_BKGTS * r_BT[:, None, None, :, None]
+    e_BKGTS = jnp.where(mask_B11TS, power * _log_softplus(x_BKGTS), -jnp.inf)
+    row_max = jax.lax.stop_gradient(jnp.max(e_BKGTS, axis=-1, keepdims=True))
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    w_BKGTS = jnp.where(mask_B11TS, jnp.exp(e_BKGTS - row_max), 0.0)
+    denom = jnp.sum(w_BKGTS, axis=-1, keepdims=True)
+    a_BKGTS = w_BKGTS / jnp.where(denom == 0.0, 1.0, denom)
+    out_BKGTD = jnp.einsum("bkgts,bskd->bkgtd", a_BKGTS, v_BSKD.astype(jnp.float32))
+    out_BTHD = jnp.transpose(out_BKGTD, (0, 3, 1, 2, 4)).reshape(B, T, H, Dh)
+    return out_BTHD.astype(q_BTHD.dtype)
+
+
 def key_range(start: int, end: int, S: int, *, causal: bool, window: int | None,
               q_offset: int) -> tuple[int, int]:
     """The keys [lo, hi) that queries [start, end) can see at all (before segment masking)."""
@@ -96,9 +129,10 @@ def key_range(start: int, end: int, S: int, *, causal: bool, window: int | None,
 def attention_xla(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal: bool,
                   window: int | None = None, q_segment_ids_BT: jax.Array | None = None,
                   kv_segment_ids_BS: jax.Array | None = None, q_offset: jax.Array | int = 0,
-                  scale: float, block_q: int = 128) -> jax.Array:
-    """Softmax attention of q [B, T, H, Dh] over k, v [B, S, K, Dh] (masking as in
-    ``reference.attention_mask``).
+                  scale: float, kind: str = "softmax", power: float = 1.0,
+                  block_q: int = 128) -> jax.Array:
+    """Softmax (or softplus) attention of q [B, T, H, Dh] over k, v [B, S, K, Dh] (masking as
+    in ``reference.attention_mask``).
 
     With a causal mask or a sliding window and a static ``q_offset``, queries are taken in
     blocks of ``block_q`` and each block attends only to the keys it can see: causal training
@@ -107,11 +141,17 @@ def attention_xla(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, ca
     """
     B, T, H, Dh = q_BTHD.shape
     S = k_BSKD.shape[1]
+    if kind == "softmax":
+        def block_fn(q, k, v, mask):
+            return _attention(q, k, v, mask, scale)
+    else:
+        def block_fn(q, k, v, mask):
+            return _softplus_attention(q, k, v, mask, scale, power)
     static_offset = isinstance(q_offset, int)
     if not static_offset or T <= block_q or (not causal and window is None):
         mask_BTS = attention_mask(T, S, causal=causal, window=window, q_segment_ids_BT=q_segment_ids_BT,
                                   kv_segment_ids_BS=kv_segment_ids_BS, q_offset=q_offset)
-        return _attention(q_BTHD, k_BSKD, v_BSKD, jnp.broadcast_to(mask_BTS, (B, T, S)), scale)
+        return block_fn(q_BTHD, k_BSKD, v_BSKD, jnp.broadcast_to(mask_BTS, (B, T, S)))
     outs = []
     for start in range(0, T, block_q):
         end = min(T, start + block_q)
@@ -123,6 +163,6 @@ def attention_xla(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, ca
             q_segment_ids_BT=q_segment_ids_BT[:, start:end], kv_segment_ids_BS=kv_segment_ids_BS[:, lo:hi])
         mask_BTS = attention_mask(end - start, hi - lo, causal=causal, window=window,
                                   q_offset=q_offset + start - lo, **segments)
-        outs.append(_attention(q_BTHD[:, start:end], k_BSKD[:, lo:hi], v_BSKD[:, lo:hi],
-                               jnp.broadcast_to(mask_BTS, (B, end - start, hi - lo)), scale))
+        outs.append(block_fn(q_BTHD[:, start:end], k_BSKD[:, lo:hi], v_BSKD[:, lo:hi],
+                             jnp.broadcast_to(mask_BTS, (B, end - start, hi - lo))))
     return jnp.concatenate(outs, axis=1)

@@ -1,0 +1,107 @@
+"""Linear-recurrence scans: ``linear_scan`` (diagonal, h_t = a_t h_{t-1} + b_t) and
+``selective_scan`` (Mamba-1), each dispatching to an implementation.
+
+``linear_scan`` implementations:
+  "xla"         ``lax.associative_scan`` (O(log T) depth).
+  "sequential"  ``lax.scan``, one step at a time (the plainest reference).
+  "pallas"      the chunked kernel of ``pallas.py`` (interpret mode on CPU: slow, for tests).
+  "auto"        the kernel on a GPU when it supports the call, else "xla".
+
+``selective_scan`` implementations: "xla" (``lax.scan`` over time with a [B, D, N] state),
+"pallas" (the kernel keeping the state on chip) and "auto" (as above).
+
+An explicit implementation that cannot run a call raises ``UnsupportedError`` (a ValueError);
+"auto" falls back and logs why, once.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from jaxlab.kernels import _pallas
+from jaxlab.kernels._pallas import UnsupportedError
+from jaxlab.kernels.scan.pallas import (ScanBlocks, linear_scan_pallas, scan_unsupported_reason,
+                                        selective_scan_pallas)
+from jaxlab.kernels.scan.reference import (linear_scan_associative, linear_scan_sequential,
+                                           selective_scan_reference)
+
+LINEAR_SCAN_IMPLEMENTATIONS = ("auto", "xla", "sequential", "pallas")
+SELECTIVE_SCAN_IMPLEMENTATIONS = ("auto", "xla", "pallas")
+
+
+def _auto(op: str, *arrays) -> str:
+    if _pallas.backend() != "gpu":
+        return "xla"
+    reason = scan_unsupported_reason(*arrays)
+    if reason is None:
+        return "pallas"
+    _pallas.note_fallback(op, "xla", reason)
+    return "xla"
+
+
+def linear_scan(a_BTD: jax.Array, b_BTD: jax.Array, h0_BD: jax.Array | None = None, *,
+                impl: str = "auto") -> jax.Array:
+    """h [B, T, D] with h_t = a_t * h_{t-1} + b_t and h_{-1} = h0 (default zeros).
+
+    Args:
+      a_BTD: decays (any real values) [B, T, D].
+      b_BTD: inputs [B, T, D].
+      h0_BD: initial state [B, D] or None.
+      impl: "auto" | "xla" | "sequential" | "pallas".
+    Returns:
+      h in the result dtype of a and b (the state is carried in float32).
+    """
+    if a_BTD.ndim != 3 or a_BTD.shape != b_BTD.shape:
+        raise ValueError(f"linear_scan expects a and b of one shape [B, T, D], got {a_BTD.shape} "
+                         f"and {b_BTD.shape}")
+    if h0_BD is not None and h0_BD.shape != (b_BTD.shape[0], b_BTD.shape[2]):
+        raise ValueError(f"h0 must be [B, D]={(b_BTD.shape[0], b_BTD.shape[2])}, got {h0_BD.shape}")
+    if impl not in LINEAR_SCAN_IMPLEMENTATIONS:
+        raise ValueError(f"unknown linear_scan impl {impl!r}; expected one of "
+                         f"{LINEAR_SCAN_IMPLEMENTATIONS}")
+    if impl == "auto":
+        impl = _auto("linear_scan", a_BTD, b_BTD, h0_BD)
+    if impl == "pallas":
+        return linear_scan_pallas(a_BTD, b_BTD, h0_BD)
+    if impl == "sequential":
+        return linear_scan_sequential(a_BTD, b_BTD, h0_BD)
+    return linear_scan_associative(a_BTD, b_BTD, h0_BD)
+
+
+def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BTN: jax.Array,
+                   C_BTN: jax.Array, D_D: jax.Array | None = None, *,
+                   impl: str = "auto") -> jax.Array:
+    """The Mamba-1 selective scan, y [B, T, D] (formula in ``reference.py``).
+
+    Args:
+      x_BTD: inputs; delta_BTD: positive step sizes (already through softplus) [B, T, D].
+      A_DN: state matrix (diagonal per channel; negative for decay) [D, N].
+      B_BTN, C_BTN: input and output projections of the state, shared by channels [B, T, N].
+      D_D: skip connection [D] or None.
+      impl: "auto" | "xla" | "pallas".
+    """
+    if x_BTD.ndim != 3 or delta_BTD.shape != x_BTD.shape:
+        raise ValueError(f"x and delta must be one [B, T, D] shape, got {x_BTD.shape} and "
+                         f"{delta_BTD.shape}")
+    Bsz, T, D = x_BTD.shape
+    if A_DN.ndim != 2 or A_DN.shape[0] != D:
+        raise ValueError(f"A must be [D, N] with D={D}, got {A_DN.shape}")
+    N = A_DN.shape[1]
+    for name, arr in (("B", B_BTN), ("C", C_BTN)):
+        if arr.shape != (Bsz, T, N):
+            raise ValueError(f"{name} must be [B, T, N]={(Bsz, T, N)}, got {arr.shape}")
+    if D_D is not None and D_D.shape != (D,):
+        raise ValueError(f"D must be [D]={(D,)}, got {D_D.shape}")
+    if impl not in SELECTIVE_SCAN_IMPLEMENTATIONS:
+        raise ValueError(f"unknown selective_scan impl {impl!r}; expected one of "
+                         f"{SELECTIVE_SCAN_IMPLEMENTATIONS}")
+    if impl == "auto":
+        impl = _auto("selective_scan", x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+    if impl == "pallas":
+        return selective_scan_pallas(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+    return selective_scan_reference(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+
+
+__all__ = ["linear_scan", "selective_scan", "linear_scan_associative", "linear_scan_sequential",
+           "linear_scan_pallas", "selective_scan_reference", "selective_scan_pallas", "ScanBlocks",
+           "LINEAR_SCAN_IMPLEMENTATIONS", "SELECTIVE_SCAN_IMPLEMENTATIONS", "UnsupportedError"]

@@ -1,0 +1,83 @@
+"""Plain-jnp linear recurrences: the ground truth the scan kernels are tested against.
+
+Diagonal linear recurrence (the core of Mamba-style selective SSMs, RG-LRU and diagonal linear
+attention), per batch row and channel:
+
+    h_t = a_t * h_{t-1} + b_t,     h_{-1} = h0 (default 0)
+
+``linear_scan_sequential`` runs it step by step with ``lax.scan``; ``linear_scan_associative``
+in O(log T) parallel steps with ``lax.associative_scan``, composing the affine maps
+h -> a h + b:  (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2).
+
+Mamba-1 selective scan (``selective_scan_reference``), per channel d and state index n:
+
+    h_t[d, n] = exp(delta_t[d] A[d, n]) h_{t-1}[d, n] + delta_t[d] B_t[n] x_t[d]
+    y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] x_t[d]
+
+with the N-dimensional state per channel starting at zero. All state math is float32; the
+outputs come back in the input dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _out_dtype(*xs):
+    return jnp.result_type(*xs)
+
+
+def linear_scan_sequential(a_BTD: jax.Array, b_BTD: jax.Array,
+                           h0_BD: jax.Array | None = None) -> jax.Array:
+    """h [B, T, D] of h_t = a_t h_{t-1} + b_t, one step at a time (``lax.scan``)."""
+    B, T, D = b_BTD.shape
+    h0 = jnp.zeros((B, D), jnp.float32) if h0_BD is None else h0_BD.astype(jnp.float32)
+
+    def step(h_BD, ab):
+        a_BD, b_BD = ab
+        h_BD = a_BD.astype(jnp.float32) * h_BD + b_BD.astype(jnp.float32)
+        return h_BD, h_BD
+
+    _, h_TBD = jax.lax.scan(step, h0, (jnp.swapaxes(a_BTD, 0, 1), jnp.swapaxes(b_BTD, 0, 1)))
+    return jnp.swapaxes(h_TBD, 0, 1).astype(_out_dtype(a_BTD, b_BTD))
+
+
+def linear_scan_associative(a_BTD: jax.Array, b_BTD: jax.Array,
+                            h0_BD: jax.Array | None = None) -> jax.Array:
+    """h [B, T, D] of h_t = a_t h_{t-1} + b_t in O(log T) depth (``lax.associative_scan``)."""
+    a = a_BTD.astype(jnp.float32)
+    b = b_BTD.astype(jnp.float32)
+    if h0_BD is not None:  # fold the initial state into the first input: h_0 = a_0 h0 + b_0
+        b = b.at[:, 0].add(a[:, 0] * h0_BD.astype(jnp.float32))
+
+    def compose(first, second):
+        a1, b1 = first
+        a2, b2 = second
+        return a1 * a2, a2 * b1 + b2
+
+    _, h = jax.lax.associative_scan(compose, (a, b), axis=1)
+    return h.astype(_out_dtype(a_BTD, b_BTD))
+
+
+def selective_scan_reference(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array,
+                             B_BTN: jax.Array, C_BTN: jax.Array,
+                             D_D: jax.Array | None = None) -> jax.Array:
+    """y [B, T, D] of the Mamba-1 selective scan (module docstring), with ``lax.scan`` over
+    time and a [B, D, N] float32 state."""
+    Bsz, T, D = x_BTD.shape
+    N = A_DN.shape[1]
+    A = A_DN.astype(jnp.float32)
+
+    def step(h_BDN, inputs):
+        x_BD, dt_BD, b_BN, c_BN = (u.astype(jnp.float32) for u in inputs)
+        h_BDN = (jnp.exp(dt_BD[:, :, None] * A[None]) * h_BDN
+                 + (dt_BD * x_BD)[:, :, None] * b_BN[:, None, :])
+        return h_BDN, jnp.einsum("bdn,bn->bd", h_BDN, c_BN)
+
+    xs = tuple(jnp.swapaxes(u, 0, 1) for u in (x_BTD, delta_BTD, B_BTN, C_BTN))
+    _, y_TBD = jax.lax.scan(step, jnp.zeros((Bsz, D, N), jnp.float32), xs)
+    y_BTD = jnp.swapaxes(y_TBD, 0, 1)
+    if D_D is not None:
+        y_BTD = y_BTD + D_D.astype(jnp.float32) * x_BTD.astype(jnp.float32)
+    return y_BTD.astype(x_BTD.dtype)
