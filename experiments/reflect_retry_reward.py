@@ -32,13 +32,13 @@ class Config:
     task: TaskConfig = TaskConfig(train_difficulty=(1, 2), ood_difficulty=(3, 3))
     model_dim: int = 64
     model_layers: int = 2
-    sft: SFTConfig = SFTConfig(steps=300, batch_size=32, seq_len=96, eval_every=10_000,
+    sft: SFTConfig = SFTConfig(steps=500, batch_size=32, seq_len=96, eval_every=10_000,
                                checkpoint_every=10_000)
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=20)
     reflect_share: float = 0.5  # share of SFT records in the reflect-and-retry format
-    rl: RLConfig = RLConfig(steps=30, prompts_per_step=8, group_size=8, ppo_epochs=2, max_new_tokens=8,
-                            reflect_max_tokens=16, mode="reflect", eps_high=0.28, checkpoint_every=10)
-    rl_optim: OptimConfig = OptimConfig(lr=5e-4, warmup_steps=0, schedule="constant", weight_decay=0.0)
+    rl: RLConfig = RLConfig(steps=80, prompts_per_step=8, group_size=8, ppo_epochs=2, max_new_tokens=8,
+                            reflect_max_tokens=16, mode="reflect", eps_high=0.28, checkpoint_every=40)
+    rl_optim: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=10, schedule="constant", weight_decay=0.0)
 
 
 def get_config():

@@ -11,8 +11,10 @@ TINY_TASK = TaskConfig(n_train=64, n_test=8, n_ood=8)
 
 
 def tiny(cfg, **rl_fields):
+    """The experiment's own task with few examples, a tiny model and a few steps."""
     sft = dataclasses.replace(cfg.sft, steps=4, batch_size=8)
-    return dataclasses.replace(cfg, task=TINY_TASK, model_dim=32, model_layers=1, sft=sft, **rl_fields)
+    task = dataclasses.replace(cfg.task, n_train=64, n_test=8, n_ood=8)
+    return dataclasses.replace(cfg, task=task, model_dim=32, model_layers=1, sft=sft, **rl_fields)
 
 
 def rl_tiny(rl, **kw):
