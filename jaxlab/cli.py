@@ -97,6 +97,7 @@ def run_experiment(path: str | Path, workdir: str | Path | None = None, override
             results[name] = train(cfg, variant_dir, progress=progress)
         else:
             variant_dir.mkdir(parents=True, exist_ok=True)
+            _check_custom_config(cfg, variant_dir)
             results[name] = run_fn(cfg, variant_dir, progress=progress)
             _write_json(variant_dir / "results.json", results[name])
             _write_variant_report(variant_dir / "report.md", name, results[name])
@@ -106,6 +107,33 @@ def run_experiment(path: str | Path, workdir: str | Path | None = None, override
         log.info("claim %s: %s", "held" if held else "did not hold", text)
     write_summary(workdir, module, results, verdict, single=single, custom=run_fn is not None)
     return results
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _check_custom_config(cfg, workdir: Path) -> None:
+    """Writes the variant's config.json, or refuses to resume a workdir whose run used other
+    settings (its checkpoints would continue a different experiment)."""
+    from jaxlab.train.loop import ConfigMismatchError
+
+    path = workdir / "config.json"
+    new = json.loads(config_lib.to_json(cfg))
+    if path.exists():
+        old = _flat(json.loads(path.read_text()))
+        flat_new = _flat(new)
+        changed = sorted(k for k in old.keys() | flat_new.keys() if old.get(k) != flat_new.get(k))
+        if changed:
+            raise ConfigMismatchError(
+                f"{workdir} holds a run with different settings ({', '.join(changed)}); resuming "
+                "it with these would mix two experiments. Use another --workdir, or delete the old run.")
+    _write_json(path, new)
 
 
 def _write_json(path: Path, value) -> None:

@@ -205,3 +205,13 @@ def test_run_function_experiment_rejects_unknown_keys(tmp_path, capsys):
                    "--set", "step=3"])
     assert rc == 2
     assert "'steps'" in capsys.readouterr().err
+
+
+def test_run_function_experiment_refuses_to_resume_with_other_settings(tmp_path, capsys):
+    out = tmp_path / "custom"
+    base = ["run", str(FIXTURES / "custom_run.py"), "--workdir", str(out), "--no-progress"]
+    assert cli.main(base + ["--set", "steps=3"]) == 0
+    assert json.loads((out / "slow" / "config.json").read_text())["steps"] == 3
+    assert cli.main(base + ["--set", "steps=3"]) == 0  # same settings: resumes
+    assert cli.main(base + ["--set", "steps=4"]) == 1
+    assert "different settings (steps)" in capsys.readouterr().err
