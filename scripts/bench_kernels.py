@@ -278,6 +278,21 @@ def goals_attention(res: dict) -> list[str]:
 # ----------------------------------------------------------------------------- scans
 
 
+def _add_scan_rows(table: Table, ceil: dict, case: str, times: dict, outs: dict, nbytes: int, *,
+                   ref: str) -> None:
+    """One table row per implementation that ran: GB/s, share of the copy bandwidth, speed-up
+    over associative_scan, and relative error against the ``ref`` implementation's output."""
+    base = times.get("associative_scan")
+    for impl, t in times.items():
+        if t is None:
+            continue
+        err = (tree_rel_err(outs[impl], outs[ref])
+               if impl != ref and outs.get(ref) is not None else None)
+        table.add(case=case, impl=impl, ms=t * 1e3, rate=nbytes / t / 1e9, unit="GB/s",
+                  ceiling_frac=nbytes / t / ceil["copy_bytes_per_s"],
+                  ratio=base / t if base else None, ratio_vs="x assoc_scan" if base else "", err=err)
+
+
 def bench_linear_scan(table: Table, ceil: dict, name: str, B, T, D, dtype, *, iters: int,
                       interpret: bool, blocks: ScanBlocks | None = None,
                       with_sequential: bool = False) -> dict:
@@ -303,16 +318,7 @@ def bench_linear_scan(table: Table, ceil: dict, name: str, B, T, D, dtype, *, it
                 args = (a, b, dh)
             t, out = _try(run, *args, iters=iters)
             res[mode][impl], outs[impl] = t, out
-        base = res[mode].get("associative_scan")
-        for impl in impls:
-            t = res[mode][impl]
-            if t is None:
-                continue
-            err = (tree_rel_err(outs[impl], outs["associative_scan"])
-                   if impl != "associative_scan" and outs.get("associative_scan") is not None else None)
-            table.add(case=f"{name} {mode}", impl=impl, ms=t * 1e3, rate=nbytes / t / 1e9, unit="GB/s",
-                      ceiling_frac=nbytes / t / ceil["copy_bytes_per_s"],
-                      ratio=base / t if base else None, ratio_vs="x assoc_scan" if base else "", err=err)
+        _add_scan_rows(table, ceil, f"{name} {mode}", res[mode], outs, nbytes, ref="associative_scan")
     return res
 
 
@@ -358,16 +364,7 @@ def bench_selective(table: Table, ceil: dict, name: str, B, T, D, N, dtype, *, i
                     return y, vjp(dy)
                 t, out = _try(run, dy, *args, iters=iters)
             res[mode][impl], outs[impl] = t, out
-        base = res[mode].get("associative_scan")
-        for impl in impls:
-            t = res[mode][impl]
-            if t is None:
-                continue
-            err = (tree_rel_err(outs[impl], outs["lax.scan"])
-                   if impl != "lax.scan" and outs.get("lax.scan") is not None else None)
-            table.add(case=f"{name} {mode}", impl=impl, ms=t * 1e3, rate=nbytes / t / 1e9, unit="GB/s",
-                      ceiling_frac=nbytes / t / ceil["copy_bytes_per_s"],
-                      ratio=base / t if base else None, ratio_vs="x assoc_scan" if base else "", err=err)
+        _add_scan_rows(table, ceil, f"{name} {mode}", res[mode], outs, nbytes, ref="lax.scan")
     return res
 
 

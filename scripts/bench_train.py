@@ -84,20 +84,30 @@ BENCH_25M = dict(batch_size=4, seq_len=512)
 # --------------------------------------------------------------------------- helpers
 
 
+def _proc_line(path: str, prefix: str) -> str | None:
+    """The rest of the first line of ``path`` that starts with ``prefix`` (None if none)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (e.g. VmRSS, VmHWM) in MB."""
+    value = _proc_line("/proc/self/status", field + ":")
+    return int(value.split()[0]) / 1024 if value else float("nan")
+
+
 def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("VmRSS")
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 def _maxrss_mb() -> float:
@@ -124,27 +134,12 @@ def _pin_threads(n: int) -> None:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _proc_line("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
 
 
 def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return ",".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                                    if f in flags)
-    except OSError:
-        pass
-    return ""
+    flags = set((_proc_line("/proc/cpuinfo", "flags") or "").split())
+    return ",".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
 
 
 def _version(dist: str) -> str:
