@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors
 from jaxlab.interop import hf  # noqa: E402
 from jaxlab.models import transformer  # noqa: E402
 from jaxlab.nn.rope import RopeScaling  # noqa: E402
+from tree_checks import random_params, assert_bitwise_equal  # noqa: E402
 
 SMALL = transformer.Config(vocab_size=53, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                            mlp_dim=48, tie_embeddings=False)
@@ -36,21 +36,8 @@ CONFIGS = {
 }
 
 
-def _params(cfg, seed=0):
-    """Params shaped as ``transformer.init(cfg)`` builds them, every leaf random (init sets
-    biases and norm scales to constants, which would hide a mix-up between them)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda key: transformer.init(cfg, key), jax.random.key(0))
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape, np.float32), s.dtype), shapes)
 
 
-def _bitwise_equal(a, b):
-    flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
-    assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-    for (path, x), (_, y) in zip(flat_a, flat_b, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and x.shape == y.shape, path
-        assert x.tobytes() == y.tobytes(), path
 
 
 def _llama_config(**overrides):
@@ -70,20 +57,20 @@ def _write_config(folder, config):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_save_load_round_trip_is_bitwise(name, tmp_path):
     cfg, architecture = CONFIGS[name]
-    params = _params(cfg)
+    params = random_params(cfg)
     hf.save(tmp_path, cfg, params)
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["architectures"] == [architecture]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     cfg2, params2 = hf.load(tmp_path)
     assert cfg2 == cfg
-    _bitwise_equal(params2, params)
+    assert_bitwise_equal(params2, params)
 
 
 def test_tensor_layout_matches_torch_linear(tmp_path):
     """HF stores y = x W^T with W [out, in]: q_proj.weight[h * Dh + d, i] = q kernel[i, h, d]."""
     cfg = CONFIGS["qwen2_bias_linear"][0]
-    params = _params(cfg)
+    params = random_params(cfg)
     hf.save(tmp_path, cfg, params)
     tensors = safetensors_numpy.load_file(str(tmp_path / "model.safetensors"))
     q = np.asarray(params["layers"]["attn"]["q"]["kernel"][1])  # [D, H, Dh]
@@ -101,7 +88,7 @@ def test_tensor_layout_matches_torch_linear(tmp_path):
 
 def test_sharded_save_writes_an_index_and_loads_bitwise(tmp_path):
     cfg = CONFIGS["llama"][0]
-    params = _params(cfg)
+    params = random_params(cfg)
     limit = 8_000
     hf.save(tmp_path, cfg, params, max_shard_bytes=limit)
     index = json.loads((tmp_path / hf.INDEX_FILE).read_text())
@@ -119,37 +106,37 @@ def test_sharded_save_writes_an_index_and_loads_bitwise(tmp_path):
     assert index["metadata"]["total_size"] == total == 4 * sum(x.size for x in jax.tree.leaves(params))
     cfg2, params2 = hf.load(tmp_path)
     assert cfg2 == cfg
-    _bitwise_equal(params2, params)
+    assert_bitwise_equal(params2, params)
 
 
 def test_bfloat16_save_and_load(tmp_path):
     cfg = CONFIGS["qwen3_qk_norm"][0]
-    params = _params(cfg)
+    params = random_params(cfg)
     hf.save(tmp_path, cfg, params, dtype="bfloat16")
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
     cfg_bf16, params_bf16 = hf.load(tmp_path)
     assert cfg_bf16 == dataclasses.replace(cfg, param_dtype="bfloat16", compute_dtype="bfloat16")
-    _bitwise_equal(params_bf16, jax.tree.map(lambda x: np.asarray(x).astype(ml_dtypes.bfloat16), params))
+    assert_bitwise_equal(params_bf16, jax.tree.map(lambda x: np.asarray(x).astype(ml_dtypes.bfloat16), params))
     cfg_f32, params_f32 = hf.load(tmp_path, dtype="float32")
     assert cfg_f32 == cfg
-    _bitwise_equal(params_f32, jax.tree.map(lambda x: np.asarray(x).astype(np.float32), params_bf16))
+    assert_bitwise_equal(params_f32, jax.tree.map(lambda x: np.asarray(x).astype(np.float32), params_bf16))
 
 
 def test_other_stored_dtypes_need_an_explicit_cast(tmp_path):
-    params = _params(SMALL)
+    params = random_params(SMALL)
     hf.save(tmp_path, SMALL, params)
     _rewrite_weights(tmp_path, lambda t: t.update({k: v.astype(np.float64) for k, v in t.items()}))
     with pytest.raises(hf.HFCheckpointError, match="stored as F64; pass dtype="):
         hf.load(tmp_path)
     cfg, params64 = hf.load(tmp_path, dtype="float32")
     assert cfg == SMALL
-    _bitwise_equal(params64, params)
+    assert_bitwise_equal(params64, params)
 
 
 def test_extra_config_keeps_only_passthrough_fields(tmp_path):
     extra = {"bos_token_id": 1, "eos_token_id": [2, 7], "max_position_embeddings": 4096,
              "rope_scaling": {"rope_type": "yarn", "factor": 4.0}, "hidden_size": 999}
-    hf.save(tmp_path, SMALL, _params(SMALL), extra_config=extra)
+    hf.save(tmp_path, SMALL, random_params(SMALL), extra_config=extra)
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["eos_token_id"] == [2, 7] and written["max_position_embeddings"] == 4096
     assert written["hidden_size"] == 32 and "rope_scaling" not in written
@@ -255,7 +242,7 @@ def _rewrite_weights(folder, edit):
 
 
 def test_missing_tensor_is_named(tmp_path):
-    hf.save(tmp_path, SMALL, _params(SMALL))
+    hf.save(tmp_path, SMALL, random_params(SMALL))
     _rewrite_weights(tmp_path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(hf.HFCheckpointError,
                        match=r"lacks 1 tensor\(s\).*model\.layers\.1\.mlp\.up_proj\.weight"):
@@ -264,11 +251,11 @@ def test_missing_tensor_is_named(tmp_path):
 
 def test_unexpected_tensor_is_named_and_old_rope_buffers_are_ignored(tmp_path):
     cfg = CONFIGS["llama"][0]
-    params = _params(cfg)
+    params = random_params(cfg)
     hf.save(tmp_path, cfg, params)
     _rewrite_weights(tmp_path, lambda t: t.update({
         "model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(4, np.float32)}))
-    _bitwise_equal(hf.load(tmp_path)[1], params)
+    assert_bitwise_equal(hf.load(tmp_path)[1], params)
     _rewrite_weights(tmp_path, lambda t: t.update({
         "model.layers.0.self_attn.o_proj.bias": np.zeros(32, np.float32)}))
     with pytest.raises(hf.HFCheckpointError, match="does not explain: model.layers.0.self_attn.o_proj.bias"):
@@ -277,14 +264,14 @@ def test_unexpected_tensor_is_named_and_old_rope_buffers_are_ignored(tmp_path):
 
 def test_tied_checkpoint_may_carry_its_lm_head_copy(tmp_path):
     cfg = CONFIGS["qwen2_bias_linear"][0]
-    params = _params(cfg)
+    params = random_params(cfg)
     hf.save(tmp_path, cfg, params)
     _rewrite_weights(tmp_path, lambda t: t.update({"lm_head.weight": t["model.embed_tokens.weight"]}))
-    _bitwise_equal(hf.load(tmp_path)[1], params)
+    assert_bitwise_equal(hf.load(tmp_path)[1], params)
 
 
 def test_shape_disagreeing_with_config_is_named(tmp_path):
-    hf.save(tmp_path, SMALL, _params(SMALL))
+    hf.save(tmp_path, SMALL, random_params(SMALL))
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
     with pytest.raises(hf.HFCheckpointError,
@@ -293,7 +280,7 @@ def test_shape_disagreeing_with_config_is_named(tmp_path):
 
 
 def test_index_naming_a_missing_shard(tmp_path):
-    hf.save(tmp_path, SMALL, _params(SMALL), max_shard_bytes=10_000)
+    hf.save(tmp_path, SMALL, random_params(SMALL), max_shard_bytes=10_000)
     shard = sorted(tmp_path.glob("model-*.safetensors"))[-1]
     shard.unlink()
     with pytest.raises(hf.HFCheckpointError, match=f"lists shard '{shard.name}'.*missing"):
@@ -329,7 +316,7 @@ def test_save_refuses_configs_an_architecture_cannot_hold(changes, architecture,
 
 
 def test_save_refuses_foreign_params_and_occupied_folders(tmp_path):
-    params = _params(SMALL)
+    params = random_params(SMALL)
     lora = {**params, "layers": {**params["layers"], "attn": {
         **params["layers"]["attn"], "q": {**params["layers"]["attn"]["q"], "lora_a": np.zeros(3)}}}}
     with pytest.raises(hf.HFCheckpointError, match="layers/attn/q/lora_a.*merge adapters"):

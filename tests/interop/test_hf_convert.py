@@ -4,9 +4,6 @@ jaxlab's own checkpoint format restores the params bitwise."""
 import dataclasses
 import json
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 pytest.importorskip("safetensors", reason="safetensors is not installed: checkpoint conversion is "
@@ -15,30 +12,20 @@ pytest.importorskip("safetensors", reason="safetensors is not installed: checkpo
 from jaxlab.interop import convert, hf  # noqa: E402
 from jaxlab.models import transformer  # noqa: E402
 from jaxlab.nn.rope import RopeScaling  # noqa: E402
+from tree_checks import random_params, assert_bitwise_equal  # noqa: E402
 
 CFG = transformer.Config(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                          mlp_dim=48, attention_bias=True, tie_embeddings=True, rope_base=1e6,
                          rope_scaling=RopeScaling("linear", 2.0))
 
 
-def _params(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda key: transformer.init(cfg, key), jax.random.key(0))
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape, np.float32), s.dtype), shapes)
 
 
-def _bitwise_equal(a, b):
-    flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
-    assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-    for (path, x), (_, y) in zip(flat_a, flat_b, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and x.shape == y.shape, path
-        assert x.tobytes() == y.tobytes(), path
 
 
 def test_hf_to_jaxlab_to_hf_gives_back_the_same_files(tmp_path, capsys):
     src = tmp_path / "src"
-    params = _params(CFG)
+    params = random_params(CFG)
     hf.save(src, CFG, params, architecture="Qwen2ForCausalLM", max_shard_bytes=10_000,
             extra_config={"bos_token_id": 3, "eos_token_id": [4, 5], "max_position_embeddings": 512})
     (src / "tokenizer.json").write_text('{"copied": "verbatim"}')
@@ -48,7 +35,7 @@ def test_hf_to_jaxlab_to_hf_gives_back_the_same_files(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     cfg, restored = convert.load_jaxlab(tmp_path / "mid")
     assert cfg == CFG
-    _bitwise_equal(restored, params)
+    assert_bitwise_equal(restored, params)
     info = convert.read_jaxlab_info(tmp_path / "mid")
     assert info["architecture"] == "Qwen2ForCausalLM"
     assert info["hf_config"] == {"bos_token_id": 3, "eos_token_id": [4, 5], "max_position_embeddings": 512}
@@ -63,7 +50,7 @@ def test_hf_to_jaxlab_to_hf_gives_back_the_same_files(tmp_path, capsys):
 
 def test_jaxlab_to_hf_options(tmp_path):
     cfg = dataclasses.replace(CFG, attention_bias=False, window=6, param_dtype="float32")
-    convert.save_jaxlab(tmp_path / "ck", cfg, _params(cfg))
+    convert.save_jaxlab(tmp_path / "ck", cfg, random_params(cfg))
     assert convert.convert_main(["jaxlab-to-hf", str(tmp_path / "ck"), str(tmp_path / "out"),
                                  "--architecture", "Qwen3ForCausalLM"]) == 1  # no QK-norm
     assert convert.convert_main(["jaxlab-to-hf", str(tmp_path / "ck"), str(tmp_path / "out"),
@@ -82,7 +69,7 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert convert.convert_main(["hf-to-jaxlab", str(src), str(tmp_path / "out")]) == 1
     assert "pytorch_model.bin" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    convert.save_jaxlab(tmp_path / "ck", CFG, _params(CFG))
+    convert.save_jaxlab(tmp_path / "ck", CFG, random_params(CFG))
     assert convert.convert_main(["jaxlab-to-hf", str(tmp_path / "ck"), str(src)]) == 1
     assert "not an empty folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -90,10 +77,10 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
 
 
 def test_jaxlab_format_errors(tmp_path):
-    hf.save(tmp_path / "hf", CFG, _params(CFG))
+    hf.save(tmp_path / "hf", CFG, random_params(CFG))
     with pytest.raises(convert.ConvertError, match="not a jaxlab checkpoint.*hf.load"):
         convert.load_jaxlab(tmp_path / "hf")
     with pytest.raises(convert.ConvertError, match="unsupported architecture"):
-        convert.save_jaxlab(tmp_path / "x", CFG, _params(CFG), architecture="BertModel")
+        convert.save_jaxlab(tmp_path / "x", CFG, random_params(CFG), architecture="BertModel")
     with pytest.raises(hf.HFCheckpointError, match="params lack"):
-        convert.save_jaxlab(tmp_path / "y", CFG, {"embed": _params(CFG)["embed"]})
+        convert.save_jaxlab(tmp_path / "y", CFG, {"embed": random_params(CFG)["embed"]})

@@ -22,6 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxlab.interop import hf  # noqa: E402
 from jaxlab.models import transformer  # noqa: E402
 from jaxlab.samplers.generate import SampleConfig, generate, pad_prompts  # noqa: E402
+from tree_checks import assert_bitwise_equal  # noqa: E402
 
 TOL = 1e-4
 # bos/eos unset: greedy generation then runs all max_new_tokens on both sides
@@ -91,13 +92,6 @@ def _hf_greedy(model, tokens_BT: np.ndarray, mask_BT: np.ndarray, n: int) -> np.
 _apply = jax.jit(transformer.apply, static_argnames=("cfg",))
 
 
-def _assert_trees_bitwise_equal(a, b):
-    flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
-    assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-    for (path, x), (_, y) in zip(flat_a, flat_b, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and x.shape == y.shape, path
-        assert x.tobytes() == y.tobytes(), path
 
 
 @pytest.mark.slow
@@ -148,7 +142,7 @@ def test_transformers_parity(name, tmp_path):
     # and jaxlab reloads its own output bitwise
     cfg2, params2 = hf.load(tmp_path / "back")
     assert cfg2 == cfg
-    _assert_trees_bitwise_equal(params2, params)
+    assert_bitwise_equal(params2, params)
 
 
 def test_bfloat16_checkpoints_both_ways(tmp_path):
