@@ -60,7 +60,7 @@ class Config:
     optim: OptimConfig = DEFAULT_OPTIM
     train_digits: tuple[int, ...] = (1, 2)
     ood_digits: tuple[int, ...] = (3, 3)
-    n_train: int = 4000
+    n_train: int = 3000  # of the 4,150 distinct 1-2 digit sums (a+b and b+a are one problem)
     n_test: int = 200
     n_ood: int = 200
     warm_steps: int = 300

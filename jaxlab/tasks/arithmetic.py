@@ -56,6 +56,19 @@ class Arithmetic(Task):
         meta = {"task": self.name, "difficulty": difficulty, "a": a, "op": op, "b": b}
         return Example(f"{a}{op}{b}=", str(apply_op(a, op, b)), meta)
 
+    def equivalence_key(self, example):
+        """``a+b`` and ``b+a`` (also ``*``) are one problem; ``-`` keeps its order."""
+        a, op, b = example.meta["a"], example.meta["op"], example.meta["b"]
+        if op in "+*":
+            a, b = sorted((a, b))
+        return f"{a}{op}{b}"
+
+    def level_capacity(self, difficulty):
+        """With n = operands of ``difficulty`` digits (10 for one digit, else 9 * 10^(d-1)):
+        n (n + 1) / 2 unordered pairs for ``+`` and ``*``, n^2 ordered pairs for ``-``."""
+        n = 10 if difficulty == 1 else 9 * 10 ** (difficulty - 1)
+        return sum(n * n if op == "-" else n * (n + 1) // 2 for op in self.ops)
+
     def parse(self, answer):
         # The largest exact answer has 2 * max_difficulty digits (a product).
         return ascii_int(answer, 2 * self.max_difficulty + 2)

@@ -194,31 +194,103 @@ class Task:
         """1.0 when ``response`` holds a well-formed answer for this task (right or wrong)."""
         return 0.0 if self._parsed_answer(response) is None else 1.0
 
+    def equivalence_key(self, example: Example) -> str:
+        """Examples with equal keys are the same problem (a commuted sum, the same numbers in
+        another order...); :meth:`splits` keeps at most one of each key across all splits.
+        By default the prompt; tasks with equivalent forms override it."""
+        return example.prompt
+
+    def level_capacity(self, difficulty: int) -> int | None:
+        """How many problems (distinct equivalence keys) exist at ``difficulty``, or None when
+        that is too many to matter; tasks with small levels override it."""
+        return None
+
     def splits(self, seed: int, n_train: int, n_test: int, n_ood: int) -> dict[str, list[Example]]:
-        """Deterministic splits from ``seed``: train and test draw difficulties uniformly from
-        ``train_difficulty``, ood from ``ood_difficulty``. No prompt appears twice across or
-        within the splits (test first, then ood, then train). Raises :class:`TaskError` when
-        the difficulty ranges hold too few distinct prompts for the sizes asked."""
+        """Deterministic splits from ``seed``, with the same difficulty mix in train and test.
+
+        Quotas: train and test take the same share of each level of ``train_difficulty``
+        (:func:`level_shares`: equal shares, except that a level with few problems is capped
+        at ``CAPACITY_USE`` of them and the rest is spread over the other levels); ood takes
+        equal shares of ``ood_difficulty``, the harder range of the task's knob. Each split's
+        quota of a level is its share times its size, rounded by largest remainder
+        (:func:`level_quotas`). No two examples of the splits share an
+        :meth:`equivalence_key` (test is drawn first, then ood, then train); each split is
+        shuffled. Raises :class:`TaskError` when a level holds too few distinct problems."""
         sizes = {"test": n_test, "ood": n_ood, "train": n_train}
         for split, n in sizes.items():
             if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
                 raise TaskError(f"n_{split}={n!r} must be an int >= 0")
+        ranges = {"train": self.train_difficulty, "test": self.train_difficulty, "ood": self.ood_difficulty}
+        totals = {"train": n_train + n_test, "test": n_train + n_test, "ood": n_ood}
         seen: set[str] = set()
         out = {}
         for split, n in sizes.items():
-            low, high = self.ood_difficulty if split == "ood" else self.train_difficulty
+            low, high = ranges[split]
+            levels = list(range(low, high + 1))
+            shares = level_shares({d: self.level_capacity(d) for d in levels}, int(totals[split]),
+                                  where=f"{self.name} ({self.knob} in [{low}, {high}])")
             rng = np.random.default_rng([int(seed), stable_hash(self.name), SPLITS.index(split)])
             examples = []
-            budget = 50 * n + 1000
-            while len(examples) < n:
-                if budget == 0:
-                    raise TaskError(
-                        f"{self.name}: found only {len(examples)} distinct {split} prompts of "
-                        f"{n} asked ({self.knob} in [{low}, {high}]); ask fewer or widen the range")
-                budget -= 1
-                example = self.generate(rng, int(rng.integers(low, high + 1)))
-                if example.prompt not in seen:
-                    seen.add(example.prompt)
-                    examples.append(example)
-            out[split] = examples
+            for difficulty, quota in level_quotas(int(n), shares).items():
+                found, budget = 0, 50 * quota + 1000
+                while found < quota:
+                    if budget == 0:
+                        raise TaskError(
+                            f"{self.name}: found only {found} distinct {split} problems of {quota} asked "
+                            f"at {self.knob} {difficulty}; ask fewer or widen the range")
+                    budget -= 1
+                    example = self.generate(rng, difficulty)
+                    key = self.equivalence_key(example)
+                    if key not in seen:
+                        seen.add(key)
+                        examples.append(example)
+                        found += 1
+            out[split] = [examples[i] for i in rng.permutation(len(examples))]
         return {split: out[split] for split in SPLITS}
+
+
+CAPACITY_USE = 0.8  # the most of a level's distinct problems the splits may take together
+
+
+def level_shares(capacity: Mapping[int, int | None], total: int, *, where: str = "") -> dict[int, float]:
+    """The share p_d of each level d in a split of the ``total`` problems drawn from these levels:
+
+        p_d = c_d / total   for the capped levels, where c_d = CAPACITY_USE * capacity_d is
+                            below the equal share of what the capped levels leave
+        p_d = (1 - sum of capped p) / (number of other levels)   otherwise
+
+    (water filling; None capacity is unbounded). When every level is capped, p_d =
+    capacity_d / sum of capacities. Raises :class:`TaskError` when the levels hold fewer than
+    ``total`` distinct problems."""
+    free, shares, budget = list(capacity), {}, 1.0
+    while free:
+        even = budget / len(free)
+        capped = [d for d in free if capacity[d] is not None
+                  and CAPACITY_USE * capacity[d] < even * total]
+        if not capped:
+            break
+        for d in capped:
+            shares[d] = CAPACITY_USE * capacity[d] / total
+            budget -= shares[d]
+            free.remove(d)
+    if not free and total > 0 and budget > 1e-9:
+        # every level is capped: take up to all of each, in proportion to its size
+        held = sum(capacity.values())
+        if total > held:
+            raise TaskError(f"{where}: {total} problems asked but the levels hold only {held} "
+                            f"distinct problems; ask fewer or widen the range")
+        return {d: capacity[d] / held for d in capacity}
+    for d in free:
+        shares[d] = budget / len(free)
+    return {d: shares[d] for d in capacity}
+
+
+def level_quotas(n: int, shares: Mapping[int, float]) -> dict[int, int]:
+    """``n`` split over levels in proportion to ``shares`` by largest remainder: floor(n p_d)
+    each, then one more for the largest fractional parts (ties to the lower level)."""
+    exact = {d: n * p for d, p in shares.items()}
+    quotas = {d: int(np.floor(x + 1e-9)) for d, x in exact.items()}
+    by_remainder = sorted(shares, key=lambda d: (-(exact[d] - quotas[d]), d))
+    for d in by_remainder[: n - sum(quotas.values())]:
+        quotas[d] += 1
+    return quotas

@@ -174,6 +174,10 @@ class Countdown(Task):
         prompt = f"cd {' '.join(map(str, numbers))} t {int(target)}:"
         return Example(prompt, to_text(tree), meta)
 
+    def equivalence_key(self, example):
+        """The same numbers in another order, with the same target, are one problem."""
+        return f"{sorted(example.meta['numbers'])} t {example.meta['target']}"
+
     def parse(self, answer):
         return parse_expression(answer)
 

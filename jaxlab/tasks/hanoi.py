@@ -95,6 +95,10 @@ class Hanoi(Task):
         meta = {"task": self.name, "difficulty": difficulty, "position": position, "goal": goal}
         return Example(f"hanoi {position}>{goal}:", " ".join(solve(position, goal)), meta)
 
+    def level_capacity(self, difficulty):
+        """3^n positions times 3 goals, less the 3 already solved; 1 for the classic start."""
+        return 3 ** difficulty * 3 - 3 if self.random_start else 1
+
     def parse(self, answer):
         if len(answer) > MAX_RESPONSE_CHARS:
             return None

@@ -110,6 +110,10 @@ class WordSort(_WordTask):
         meta = {"task": self.name, "difficulty": difficulty, "words": words}
         return Example(f"sort {' '.join(words)}:", " ".join(sorted(words)), meta)
 
+    def equivalence_key(self, example):
+        """Any order of the same words is one problem (one sorted answer)."""
+        return " ".join(sorted(example.meta["words"]))
+
     def parse(self, answer):
         return _parse_words(answer)
 

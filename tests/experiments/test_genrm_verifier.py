@@ -46,7 +46,7 @@ def test_weighted_rows_give_the_genrm_objective(experiment):
 
 
 def test_tiny_run(experiment, tmp_path):
-    cfg = dataclasses.replace(experiment.get_config(), model=TINY, digits=(1, 1), n_gen_train=50,
+    cfg = dataclasses.replace(experiment.get_config(), model=TINY, digits=(1, 1), n_gen_train=18,
                               gen_steps=40, n_verify_problems=24, n_train_samples=2, n_test=12,
                               n_best_of=3, verifier_steps=15, batch_size=8, seq_len=64)
     r = experiment.run(cfg, tmp_path, progress=False)

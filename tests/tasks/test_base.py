@@ -74,14 +74,55 @@ def test_splits_are_deterministic_disjoint_and_in_range(name):
         assert all(low <= e.meta["difficulty"] <= high for e in examples)
         assert all(e.meta["task"] == name for e in examples)
         assert all(task.verify(e, e.answer) == 1.0 for e in examples)
-    # splits are independent of the other split sizes for the first split generated (test)
-    assert task.splits(seed=3, n_train=5, n_test=20, n_ood=0)["test"] == a["test"]
+    keys = [task.equivalence_key(e) for v in a.values() for e in v]
+    assert len(set(keys)) == len(keys)  # no equivalent form twice either
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_train_and_test_have_the_same_difficulty_mix(name):
+    task = tasks.get(name)
+    s = task.splits(seed=0, n_train=300, n_test=100, n_ood=40)
+    levels = range(task.train_difficulty[0], task.train_difficulty[1] + 1)
+    for d in levels:
+        train = sum(e.meta["difficulty"] == d for e in s["train"]) / 300
+        test = sum(e.meta["difficulty"] == d for e in s["test"]) / 100
+        assert abs(train - test) <= 1 / 100 + 1 / 300, (d, train, test)  # rounding only
+    ood = [e.meta["difficulty"] for e in s["ood"]]
+    assert min(ood) > task.train_difficulty[1] or task.ood_difficulty[0] <= task.train_difficulty[1]
+
+
+def test_small_levels_are_capped_and_shares_spread_to_the_others():
+    # arithmetic "+" with 1-digit operands holds 55 unordered sums: 80% of them is 44
+    task = tasks.get("arithmetic", train_difficulty=(1, 3), ops="+")
+    assert task.level_capacity(1) == 55 and task.level_capacity(2) == 90 * 91 // 2
+    s = task.splits(seed=1, n_train=900, n_test=300, n_ood=0)
+    ones = {k: sum(e.meta["difficulty"] == 1 for e in s[k]) for k in ("train", "test")}
+    assert ones["train"] + ones["test"] == 44  # the cap, shared in proportion 3 : 1
+    assert ones == {"train": 33, "test": 11}
+    # commuted sums never cross splits
+    canon = {k: {tuple(sorted((e.meta["a"], e.meta["b"]))) for e in s[k]} for k in ("train", "test")}
+    assert not canon["train"] & canon["test"]
+
+
+def test_level_shares_and_quotas_known_values():
+    from jaxlab.tasks.base import level_quotas, level_shares
+    assert level_shares({1: None, 2: None, 3: None, 4: None}, 100) == {1: .25, 2: .25, 3: .25, 4: .25}
+    # level 1 holds 10 problems: 8 usable of the 25 an even share asks; 92 go to the others
+    shares = level_shares({1: 10, 2: None, 3: None, 4: None}, 100)
+    assert shares[1] == pytest.approx(0.08) and shares[2] == pytest.approx(0.92 / 3)
+    assert level_quotas(10, {1: 0.25, 2: 0.25, 3: 0.25, 4: 0.25}) == {1: 3, 2: 3, 3: 2, 4: 2}
+    assert sum(level_quotas(7, shares).values()) == 7
+    assert level_shares({1: 10, 2: 30}, 20) == {1: 0.4, 2: 0.6}  # 8 of level 1, 12 of level 2
+    assert level_shares({1: 10, 2: 30}, 36) == {1: 0.25, 2: 0.75}  # both capped: by size
+    with pytest.raises(TaskError, match="hold only 40"):
+        level_shares({1: 10, 2: 30}, 41)
 
 
 def test_splits_too_large_for_the_range_raise():
     task = tasks.get("hanoi", train_difficulty=(1, 1))  # 6 distinct instances with one disk
     assert len(task.splits(0, 4, 2, 0)["train"]) == 4
-    with pytest.raises(TaskError, match="found only 4 distinct train prompts of 5 asked"):
+    assert task.level_capacity(1) == 6
+    with pytest.raises(TaskError, match="7 problems asked but the levels hold only 6"):
         task.splits(0, 5, 2, 0)
     with pytest.raises(TaskError, match="n_test=-1"):
         task.splits(0, 1, -1, 0)
