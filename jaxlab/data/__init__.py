@@ -1,4 +1,4 @@
-"""Data layer: byte tokenizer, text corpora, tfds array_record preparation, grain packing,
+"""Data layer: the tokenizer protocol and chat templates, byte tokenizer, text corpora, tfds array_record preparation, grain packing,
 chat (SFT) and preference-pair batches.
 
 Flow: ``corpus`` (documents -> chunks, train/validation by hash) -> ``tfds_text`` (chunks ->
@@ -15,6 +15,7 @@ from jaxlab.data.chat import (
     pad_rows,
     preference_batch,
     preference_dataset,
+    render_messages,
     sft_dataset,
     verification_record,
 )
@@ -37,7 +38,19 @@ from jaxlab.data.pipeline import (
     resolve_data_dir,
     tokenize_record,
 )
-from jaxlab.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
+from jaxlab.data.tokenizer import (
+    BOS_ID,
+    BYTES,
+    CHATML,
+    EOS_ID,
+    PAD_ID,
+    PLAIN,
+    VOCAB_SIZE,
+    ByteTokenizer,
+    ChatTemplate,
+    Tokenizer,
+    template_from_jinja,
+)
 
 
 def prepare(*args, **kwargs):
@@ -54,4 +67,5 @@ __all__ = [
     "prepare", "read_documents", "resolve_data_dir", "split_chunks", "tokenize_record",
     "encode_example", "encode_messages", "encode_pair", "encode_prompt", "encode_record",
     "pad_rows", "preference_batch", "preference_dataset", "sft_dataset", "verification_record",
+    "BYTES", "CHATML", "PLAIN", "ChatTemplate", "Tokenizer", "render_messages", "template_from_jinja",
 ]

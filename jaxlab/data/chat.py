@@ -1,26 +1,34 @@
-"""Chat and instruction data for the byte tokenizer: SFT examples with the prompt masked, and
-preference pairs whose two responses share a prompt; both packable.
+"""Chat and instruction data for any tokenizer (:class:`jaxlab.data.tokenizer.Tokenizer`;
+default: bytes): SFT examples with the prompt masked, and preference pairs whose two responses
+share a prompt; both packable.
 
-Format. An example is a token stream ``s = [BOS] + body``, where the body is a sequence of
-prompt pieces (read, not trained) and response pieces (trained), each response ending with
-EOS (trained: the model learns to stop). As in :mod:`jaxlab.data.pipeline`, every input sits
-in one column with its target:
+Format. An example is a token stream ``s = [BOS]? + body`` (BOS when ``tokenizer.add_bos``),
+where the body is a sequence of prompt pieces (read, not trained) and response pieces
+(trained), each response ending with what ends an assistant turn in the tokenizer's chat
+template (the EOS id, or ChatML's "<|im_end|>"; trained: the model learns to stop). As in
+:mod:`jaxlab.data.pipeline`, every input sits in one column with its target:
 
-    inputs_T    = s[:-1] = [BOS] + body[:-1]
-    targets_T   = s[1:]  = body
-    loss_mask_T = 1.0 where targets_T is a response byte or the EOS that ends it, else 0.0
+    inputs_T    = s[:-1]
+    targets_T   = s[1:]       (= body with BOS)
+    loss_mask_T = 1.0 where targets_T is a response token or the end of its turn, else 0.0
+
+:func:`render_messages` is the one place that lays out a conversation (the template's
+headers, suffixes, default system message and generation prompt; see
+:mod:`jaxlab.data.tokenizer`). Under the byte tokenizer ("plain" template):
 
 Records (plain dicts, e.g. items of a list or a random-access data source):
 
     {"prompt": str, "response": str}   body = prompt + response + [EOS]; the prompt carries
                                        whatever separator a task wants ("12+34=" -> "46")
+                                       (ChatML: the prompt is one user message, then the
+                                       generation prompt)
     {"messages": [{"role", "content"}, ...]}   roles "system", "user", "assistant":
         system / user:  "System: " / "User: " + content + "\\n"    (prompt)
         assistant:      "Assistant: " (prompt) + content + [EOS]   (response: every assistant
                                                                     turn is trained)
     {"prompt": str | messages, "chosen": str, "rejected": str}   a preference pair: the two
         examples prompt + chosen + [EOS] and prompt + rejected + [EOS]; a messages prompt is
-        the history rendered as above followed by "Assistant: ".
+        the history rendered as above followed by the generation prompt "Assistant: ".
 
 :func:`encode_prompt` gives the tokens a model continues at generation time (the body up to
 where a response starts). :func:`verification_record` writes the GenRM verification example
@@ -74,10 +82,8 @@ from jaxlab.data.pipeline import (
     finish_packed_row,
     pad_batch,
 )
-from jaxlab.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from jaxlab.data.tokenizer import BYTES, ROLES, Tokenizer
 
-ROLES = ("system", "user", "assistant")
-ROLE_HEADERS = {"system": "System: ", "user": "User: ", "assistant": "Assistant: "}
 OVERFLOW = ("error", "truncate")
 VERIFY_QUESTION = "Is the answer correct? "
 YES, NO = "Yes", "No"
@@ -85,12 +91,20 @@ YES, NO = "Yes", "No"
 
 # ---------------------------------------------------------------- encoding
 
-def _bytes(text: str | bytes, what: str) -> np.ndarray:
-    """UTF-8 bytes of ``text`` (bytes, e.g. from a tfds source, are taken as they are)."""
-    if not isinstance(text, (str, bytes)):
+Piece = tuple[np.ndarray, bool]  # (ids, trained)
+
+
+def _text(text: str | bytes, what: str) -> str:
+    """``text`` as a str (bytes, e.g. from a tfds source, are decoded as UTF-8)."""
+    if isinstance(text, bytes):
+        return text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
         raise DataError(f"{what} must be a str, got {type(text).__name__}: {text!r:.80}")
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    return np.frombuffer(data, dtype=np.uint8).astype(np.int32)
+    return text
+
+
+def _ids(tok: Tokenizer, text: str) -> np.ndarray:
+    return np.asarray(tok.encode(text), np.int32).reshape(-1)
 
 
 def _check_messages(messages: Any) -> None:
@@ -103,82 +117,127 @@ def _check_messages(messages: Any) -> None:
                             f"got {m!r:.80}")
 
 
-def _render(messages: Sequence[Mapping[str, str]], *, train: bool):
-    """Body pieces (tokens, trained) of ``messages``; assistant contents + EOS trained if
-    ``train``."""
-    pieces = []
-    for i, m in enumerate(messages):
-        header = _bytes(ROLE_HEADERS[m["role"]], "header")
-        content = _bytes(m["content"], f"message {i} content")
-        if m["role"] == "assistant":
-            pieces += [(header, False), (np.concatenate([content, [EOS_ID]]).astype(np.int32), train)]
-        else:
-            pieces += [(np.concatenate([header, content, _bytes("\n", "newline")]), False)]
+def turn_end(tok: Tokenizer) -> np.ndarray:
+    """The ids that end an assistant turn (trained): [EOS id] or the template's end text."""
+    template = tok.chat_template
+    if template.end == "text":
+        return _ids(tok, template.end_text)
+    if tok.eos_id is None:
+        raise DataError("the chat template ends assistant turns with EOS, but the tokenizer has "
+                        "no EOS id")
+    return np.asarray([tok.eos_id], np.int32)
+
+
+def response_pieces(tok: Tokenizer, response: str | bytes, *, train: bool = True) -> list[Piece]:
+    """An assistant turn after its header: content and turn end (trained if ``train``), then
+    the template's text after the end (ChatML's newline; context)."""
+    content = _ids(tok, _text(response, "response"))
+    pieces = [(np.concatenate([content, turn_end(tok)]).astype(np.int32), train)]
+    if tok.chat_template.after_end:
+        pieces.append((_ids(tok, tok.chat_template.after_end), False))
     return pieces
 
 
-def _prompt_body(prompt: str | Sequence[Mapping[str, str]]) -> np.ndarray:
-    """Prompt tokens of the body (no BOS): the text, or messages rendered + "Assistant: "."""
+def render_messages(messages: Sequence[Mapping[str, str]], tokenizer: Tokenizer = BYTES, *,
+                    train: bool = True, add_generation_prompt: bool = False) -> list[Piece]:
+    """The body pieces (ids, trained) of a conversation under the tokenizer's chat template:
+    the default system message when the template has one and ``messages`` start without one,
+    then each message; assistant contents and their turn ends are trained if ``train``.
+    ``add_generation_prompt`` appends the assistant header a model continues."""
+    _check_messages(messages)
+    template = tokenizer.chat_template
+    if template.default_system is not None and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": template.default_system}, *messages]
+    pieces = []
+    for i, m in enumerate(messages):
+        content = _text(m["content"], f"message {i} content")
+        header = template.header(m["role"])
+        if m["role"] == "assistant":
+            pieces.append((_ids(tokenizer, header), False))
+            pieces += response_pieces(tokenizer, content, train=train)
+        else:
+            pieces.append((_ids(tokenizer, header + content + template.suffix), False))
+    if add_generation_prompt:
+        pieces.append((_ids(tokenizer, template.generation_prompt), False))
+    return pieces
+
+
+def _prompt_pieces(prompt: str | Sequence[Mapping[str, str]], tok: Tokenizer) -> list[Piece]:
+    """Prompt pieces of the body (no BOS): the text as it is ("plain"), or as one user message
+    (ChatML), or messages rendered, each followed by the generation prompt."""
     if isinstance(prompt, (str, bytes)):
-        return _bytes(prompt, "prompt")
-    if not isinstance(prompt, Sequence):
+        text = _text(prompt, "prompt")
+        if not tok.chat_template.text_prompt_as_user:
+            return [(_ids(tok, text), False)]
+        prompt = [{"role": "user", "content": text}]
+    elif not isinstance(prompt, Sequence):
         raise DataError(f"prompt must be a str or a list of messages, got "
                         f"{type(prompt).__name__}: {prompt!r:.80}")
-    _check_messages(prompt)
-    pieces = _render(prompt, train=False) + [(_bytes(ROLE_HEADERS["assistant"], "header"), False)]
-    return np.concatenate([p for p, _ in pieces]).astype(np.int32)
+    return render_messages(prompt, tok, train=False, add_generation_prompt=True)
 
 
-def _example(pieces) -> dict[str, np.ndarray]:
-    body_T = np.concatenate([p for p, _ in pieces]).astype(np.int32)
-    trained_T = np.concatenate([np.full(len(p), t, np.float32) for p, t in pieces])
-    inputs_T = np.concatenate([[BOS_ID], body_T[:-1]]).astype(np.int32)
-    return {"inputs": inputs_T, "targets": body_T, "loss_mask": trained_T}
+def _bos(tok: Tokenizer) -> np.ndarray:
+    if not tok.add_bos:
+        return np.zeros(0, np.int32)
+    if tok.bos_id is None:
+        raise DataError("the tokenizer says sequences begin with BOS (add_bos) but has no BOS id")
+    return np.asarray([tok.bos_id], np.int32)
 
 
-def encode_example(prompt: str | Sequence[Mapping[str, str]], response: str) -> dict[str, np.ndarray]:
-    """One SFT example: body = prompt + response + [EOS]. Returns ``inputs``, ``targets``
-    (int32) and ``loss_mask`` (float32, 1 on the response and EOS), all of length
-    len(prompt bytes) + len(response bytes) + 1."""
-    response_T = np.concatenate([_bytes(response, "response"), [EOS_ID]]).astype(np.int32)
-    return _example([(_prompt_body(prompt), False), (response_T, True)])
+def _example(pieces: Sequence[Piece], tok: Tokenizer) -> dict[str, np.ndarray]:
+    """The stream s = [BOS]? + body as aligned inputs / targets / loss mask (module docstring)."""
+    bos = _bos(tok)
+    s_T = np.concatenate([bos] + [p for p, _ in pieces]).astype(np.int32)
+    trained_T = np.concatenate([np.zeros(len(bos), np.float32)]
+                               + [np.full(len(p), t, np.float32) for p, t in pieces])
+    return {"inputs": s_T[:-1], "targets": s_T[1:], "loss_mask": trained_T[1:]}
 
 
-def encode_messages(messages: Sequence[Mapping[str, str]]) -> dict[str, np.ndarray]:
-    """One SFT example from a conversation; every assistant turn (content + EOS) is trained."""
+def encode_example(prompt: str | Sequence[Mapping[str, str]], response: str,
+                   tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
+    """One SFT example: body = prompt pieces + response + turn end. Returns ``inputs``,
+    ``targets`` (int32) and ``loss_mask`` (float32, 1 on the response and its end), all of
+    length len(s) - 1 (bytes: len(prompt bytes) + len(response bytes) + 1)."""
+    return _example(_prompt_pieces(prompt, tokenizer) + response_pieces(tokenizer, response), tokenizer)
+
+
+def encode_messages(messages: Sequence[Mapping[str, str]], tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
+    """One SFT example from a conversation; every assistant turn (content + end) is trained."""
     _check_messages(messages)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError("messages have no 'assistant' turn: nothing to train on")
-    return _example(_render(messages, train=True))
+    return _example(render_messages(messages, tokenizer, train=True), tokenizer)
 
 
-def encode_prompt(prompt: str | Sequence[Mapping[str, str]]) -> np.ndarray:
-    """The tokens a model continues to answer ``prompt``: [BOS] + prompt body, int32 [T]
-    (for messages, the history rendered with EOS after each assistant turn, then
-    "Assistant: ")."""
-    return np.concatenate([[BOS_ID], _prompt_body(prompt)]).astype(np.int32)
+def encode_prompt(prompt: str | Sequence[Mapping[str, str]], tokenizer: Tokenizer = BYTES) -> np.ndarray:
+    """The tokens a model continues to answer ``prompt``: [BOS]? + prompt pieces, int32 [T]
+    (for messages, the history rendered with each assistant turn's end, then the
+    generation prompt)."""
+    pieces = _prompt_pieces(prompt, tokenizer)
+    return np.concatenate([_bos(tokenizer)] + [p for p, _ in pieces]).astype(np.int32)
 
 
-def encode_record(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def encode_record(record: Mapping[str, Any], tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
     """An SFT record, ``{"prompt", "response"}`` or ``{"messages"}``, as an example."""
     if not isinstance(record, Mapping):
         raise DataError(f"a record must be a dict, got {type(record).__name__}")
     if "messages" in record:
-        return encode_messages(record["messages"])
+        return encode_messages(record["messages"], tokenizer)
     if "prompt" in record and "response" in record:
-        return encode_example(record["prompt"], record["response"])
+        return encode_example(record["prompt"], record["response"], tokenizer)
     raise DataError(f"an SFT record has keys ('prompt', 'response') or ('messages',), got "
                     f"{sorted(record)}")
 
 
-def encode_pair(record: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def encode_pair(record: Mapping[str, Any], tokenizer: Tokenizer = BYTES
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A preference record ``{"prompt", "chosen", "rejected"}`` as (chosen, rejected) examples
     that share the prompt tokens (masked in both)."""
     if not isinstance(record, Mapping) or not {"prompt", "chosen", "rejected"} <= set(record):
         got = sorted(record) if isinstance(record, Mapping) else type(record).__name__
         raise DataError(f"a preference record has keys 'prompt', 'chosen', 'rejected', got {got}")
-    return (encode_example(record["prompt"], record["chosen"]),
-            encode_example(record["prompt"], record["rejected"]))
+    return (encode_example(record["prompt"], record["chosen"], tokenizer),
+            encode_example(record["prompt"], record["rejected"], tokenizer))
 
 
 def verification_record(problem: str, solution: str, correct: bool) -> dict[str, str]:
@@ -209,40 +268,44 @@ def fit(example: Mapping[str, np.ndarray], max_len: int, overflow: str = "error"
     return out
 
 
-def example_row(example: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+def example_row(example: Mapping[str, np.ndarray], seq_len: int, tokenizer: Tokenizer = BYTES
+                ) -> dict[str, np.ndarray]:
     """One example as a right-padded row of ``seq_len`` columns with the batch keys
-    (segment_ids 1 on its tokens, positions 0..n-1, mask = loss mask). It must fit."""
+    (segment_ids 1 on its tokens, positions 0..n-1, mask = loss mask, inputs / targets the
+    tokenizer's pad id past the end). It must fit."""
     n = len(example["inputs"])
     if n > seq_len:
         raise DataError(f"an example of {n} tokens does not fit a row of {seq_len}")
     pad = seq_len - n
     return {
-        "inputs": np.pad(example["inputs"], (0, pad), constant_values=PAD_ID).astype(np.int32),
-        "targets": np.pad(example["targets"], (0, pad), constant_values=PAD_ID).astype(np.int32),
+        "inputs": np.pad(example["inputs"], (0, pad), constant_values=tokenizer.pad_id).astype(np.int32),
+        "targets": np.pad(example["targets"], (0, pad), constant_values=tokenizer.pad_id).astype(np.int32),
         "segment_ids": np.pad(np.ones(n, np.int32), (0, pad)),
         "positions": np.pad(np.arange(n, dtype=np.int32), (0, pad)),
         "mask": np.pad(example["loss_mask"].astype(np.float32), (0, pad)),
     }
 
 
-def pad_rows(examples: Sequence[Mapping[str, np.ndarray]], seq_len: int) -> dict[str, np.ndarray]:
+def pad_rows(examples: Sequence[Mapping[str, np.ndarray]], seq_len: int,
+             tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
     """Examples as [N, seq_len] rows, one per row (:func:`example_row`)."""
-    rows = [example_row(e, seq_len) for e in examples]
+    rows = [example_row(e, seq_len, tokenizer) for e in examples]
     return {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
 
 
-def _pair_rows(record: Mapping[str, Any], seq_len: int, overflow: str) -> dict:
-    chosen, rejected = encode_pair(record)
-    return {"chosen": example_row(fit(chosen, seq_len, overflow), seq_len),
-            "rejected": example_row(fit(rejected, seq_len, overflow), seq_len)}
+def _pair_rows(record: Mapping[str, Any], seq_len: int, overflow: str, tok: Tokenizer) -> dict:
+    chosen, rejected = encode_pair(record, tok)
+    return {"chosen": example_row(fit(chosen, seq_len, overflow), seq_len, tok),
+            "rejected": example_row(fit(rejected, seq_len, overflow), seq_len, tok)}
 
 
 def preference_batch(records: Sequence[Mapping[str, Any]], *, seq_len: int,
-                     overflow: str = "error") -> dict[str, dict[str, np.ndarray]]:
+                     overflow: str = "error", tokenizer: Tokenizer = BYTES
+                     ) -> dict[str, dict[str, np.ndarray]]:
     """The stacked layout of preference ``records``: {"chosen": [B, T] rows, "rejected":
     [B, T] rows}, row b of both halves from record b."""
     check_positive("seq_len", seq_len)
-    pairs = [_pair_rows(r, seq_len, overflow) for r in records]
+    pairs = [_pair_rows(r, seq_len, overflow, tokenizer) for r in records]
     if not pairs:
         raise DataError("preference_batch needs at least one record")
     return {half: {k: np.stack([p[half][k] for p in pairs]) for k in BATCH_KEYS}
@@ -251,11 +314,12 @@ def preference_batch(records: Sequence[Mapping[str, Any]], *, seq_len: int,
 
 # ---------------------------------------------------------------- packing
 
-def _packed_pair_element(record: Mapping[str, Any], seq_len: int, overflow: str) -> dict:
+def _packed_pair_element(record: Mapping[str, Any], seq_len: int, overflow: str,
+                         tok: Tokenizer) -> dict:
     """A pair as one element to pack: its two examples back to back, with ``half`` (1 chosen,
     2 rejected) and each example's own positions ``pos``. Each half gets at most seq_len // 2
     tokens when truncating; the pair must fit one row."""
-    chosen, rejected = encode_pair(record)
+    chosen, rejected = encode_pair(record, tok)
     if overflow == "truncate":
         chosen, rejected = fit(chosen, seq_len // 2, overflow), fit(rejected, seq_len // 2, overflow)
     n_c, n_r = len(chosen["inputs"]), len(rejected["inputs"])
@@ -269,17 +333,17 @@ def _packed_pair_element(record: Mapping[str, Any], seq_len: int, overflow: str)
     return out
 
 
-def finish_sft_row(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def finish_sft_row(row: Mapping[str, np.ndarray], pad_id: int = BYTES.pad_id) -> dict[str, np.ndarray]:
     """A first-fit packed row of examples -> the batch keys, ``mask`` = loss mask."""
-    out = finish_packed_row(row)
+    out = finish_packed_row(row, pad_id)
     out["mask"] = out["mask"] * np.asarray(row["loss_mask"], np.float32)
     return out
 
 
-def finish_pair_row(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def finish_pair_row(row: Mapping[str, np.ndarray], pad_id: int = BYTES.pad_id) -> dict[str, np.ndarray]:
     """A first-fit packed row of pairs -> the batch keys: pair k (packed segment k + 1) becomes
     segments 2k + 1 (chosen) and 2k + 2 (rejected), positions restart in each."""
-    out = finish_sft_row(row)
+    out = finish_sft_row(row, pad_id)
     real_T = out["segment_ids"] > 0
     out["segment_ids"] = np.where(real_T, 2 * (out["segment_ids"] - 1) + row["half"], 0).astype(np.int32)
     out["positions"] = np.where(real_T, row["pos"], 0).astype(np.int32)
@@ -292,15 +356,15 @@ def _check_overflow(overflow: str) -> None:
 
 
 def _pack(elements: grain.MapDataset, *, features: tuple[str, ...], seq_len: int, batch_size: int,
-          per_row: int | None, finish, repeat: bool, read_options) -> grain.IterDataset:
+          per_row: int | None, finish, repeat: bool, read_options, pad_id: int) -> grain.IterDataset:
     rows = grain.experimental.FirstFitPackIterDataset(
         elements.to_iter_dataset(read_options or default_read_options()),
         length_struct={k: seq_len for k in features}, num_packing_bins=batch_size,
         shuffle_bins=False, max_sequences_per_bin=per_row,
-    ).map(finish)
+    ).map(functools.partial(finish, pad_id=pad_id))
     batches = rows.batch(batch_size, drop_remainder=repeat)
     if not repeat:
-        batches = batches.map(functools.partial(pad_batch, batch_size=batch_size))
+        batches = batches.map(functools.partial(pad_batch, batch_size=batch_size, pad_id=pad_id))
     return JsonStateIterDataset(batches)
 
 
@@ -308,7 +372,8 @@ def sft_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size
                 examples_per_row: int | None = None, shuffle: bool = True, seed: int = 0,
                 shard_index: int = 0, shard_count: int = 1, repeat: bool = True,
                 overflow: str = "error", name: str = "data source",
-                read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+                read_options: grain.ReadOptions | None = None,
+                tokenizer: Tokenizer = BYTES) -> grain.IterDataset:
     """Packed SFT batches (module docstring) of SFT records: each element is ``{inputs,
     targets, segment_ids, positions, mask}``, each [batch_size, seq_len], mask = loss mask.
     ``examples_per_row``: at most this many examples in a row (1 = unpacked; None = as many
@@ -320,17 +385,18 @@ def sft_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size
         check_positive("examples_per_row", examples_per_row)
     records = shard_records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
                        shard_count=shard_count, repeat=repeat, name=name)
-    elements = records.map(lambda r: fit(encode_record(r), seq_len, overflow))
+    elements = records.map(lambda r: fit(encode_record(r, tokenizer), seq_len, overflow))
     return _pack(elements, features=("inputs", "targets", "loss_mask"), seq_len=seq_len,
-                 batch_size=batch_size, per_row=examples_per_row,
-                 finish=finish_sft_row, repeat=repeat, read_options=read_options)
+                 batch_size=batch_size, per_row=examples_per_row, finish=finish_sft_row,
+                 repeat=repeat, read_options=read_options, pad_id=tokenizer.pad_id)
 
 
 def preference_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, batch_size: int,
                        pairs_per_row: int | None = None, shuffle: bool = True, seed: int = 0,
                        shard_index: int = 0, shard_count: int = 1, repeat: bool = True,
                        overflow: str = "error", name: str = "data source",
-                       read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+                       read_options: grain.ReadOptions | None = None,
+                       tokenizer: Tokenizer = BYTES) -> grain.IterDataset:
     """Preference batches of ``{"prompt", "chosen", "rejected"}`` records (module docstring).
 
     ``pairs_per_row=None``: the stacked layout, ``{"chosen": rows, "rejected": rows}`` with
@@ -343,13 +409,14 @@ def preference_dataset(source: Sequence[Mapping[str, Any]], *, seq_len: int, bat
     records = shard_records(source, shuffle=shuffle, seed=seed, shard_index=shard_index,
                        shard_count=shard_count, repeat=repeat, name=name)
     if pairs_per_row is None:
-        batches = records.map(lambda r: _pair_rows(r, seq_len, overflow)).to_iter_dataset(
+        batches = records.map(lambda r: _pair_rows(r, seq_len, overflow, tokenizer)).to_iter_dataset(
             read_options or default_read_options()).batch(batch_size, drop_remainder=repeat)
         if not repeat:
-            batches = batches.map(lambda b: {h: pad_batch(b[h], batch_size) for h in b})
+            batches = batches.map(lambda b: {h: pad_batch(b[h], batch_size, tokenizer.pad_id) for h in b})
         return JsonStateIterDataset(batches)
     check_positive("pairs_per_row", pairs_per_row)
-    elements = records.map(lambda r: _packed_pair_element(r, seq_len, overflow))
+    elements = records.map(lambda r: _packed_pair_element(r, seq_len, overflow, tokenizer))
     return _pack(elements, features=("inputs", "targets", "loss_mask", "half", "pos"),
                  seq_len=seq_len, batch_size=batch_size, per_row=pairs_per_row,
-                 finish=finish_pair_row, repeat=repeat, read_options=read_options)
+                 finish=finish_pair_row, repeat=repeat, read_options=read_options,
+                 pad_id=tokenizer.pad_id)

@@ -124,28 +124,30 @@ def tokenize_record(record: Mapping[str, Any], tokenizer=None) -> dict[str, np.n
     return {"inputs": inputs_T, "targets": targets_T}
 
 
-def finish_packed_row(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def finish_packed_row(row: Mapping[str, np.ndarray], pad_id: int = PAD_ID) -> dict[str, np.ndarray]:
     """A ConcatThenSplit row (``inputs``, ``inputs_segment_ids``, ``inputs_positions``,
-    ``targets``, ...) -> the batch keys of the module docstring, PAD where segment_ids == 0."""
+    ``targets``, ...) -> the batch keys of the module docstring, ``pad_id`` where
+    segment_ids == 0."""
     segment_ids_T = np.asarray(row["inputs_segment_ids"], np.int32)
     real_T = segment_ids_T > 0
     return {
-        "inputs": np.where(real_T, row["inputs"], PAD_ID).astype(np.int32),
-        "targets": np.where(real_T, row["targets"], PAD_ID).astype(np.int32),
+        "inputs": np.where(real_T, row["inputs"], pad_id).astype(np.int32),
+        "targets": np.where(real_T, row["targets"], pad_id).astype(np.int32),
         "segment_ids": segment_ids_T,
         "positions": np.where(real_T, row["inputs_positions"], 0).astype(np.int32),
         "mask": real_T.astype(np.float32),
     }
 
 
-def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Appends all-padding rows (inputs/targets PAD, everything else 0) up to ``batch_size``."""
+def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int, pad_id: int = PAD_ID) -> dict[str, np.ndarray]:
+    """Appends all-padding rows (inputs/targets ``pad_id``, everything else 0) up to
+    ``batch_size``."""
     missing = batch_size - len(batch["inputs"])
     if missing <= 0:
         return dict(batch)
     out = {}
     for key, value_BT in batch.items():
-        fill = PAD_ID if key in ("inputs", "targets") else 0
+        fill = pad_id if key in ("inputs", "targets") else 0
         pad_BT = np.full((missing, *value_BT.shape[1:]), fill, dtype=value_BT.dtype)
         out[key] = np.concatenate([value_BT, pad_BT])
     return out

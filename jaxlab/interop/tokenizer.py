@@ -1,7 +1,9 @@
-"""A Hugging Face ``tokenizer.json`` behind the interface of :class:`jaxlab.data.ByteTokenizer`.
+"""A Hugging Face ``tokenizer.json`` behind the tokenizer protocol of
+:class:`jaxlab.data.tokenizer.Tokenizer` (the byte tokenizer's interface):
 
     encode(text, *, bos=False, eos=False) -> int32 [T]     decode(ids, *, stop_at_eos=False) -> str
-    vocab_size, bos_id, eos_id, pad_id (and eos_ids, every end-of-sequence id)
+    vocab_size, bos_id, eos_id, pad_id, eos_ids (every end-of-sequence id), add_bos,
+    chat_template (a :class:`jaxlab.data.tokenizer.ChatTemplate` read from the Jinja text)
 
 ``encode`` adds no special tokens of its own (the tokenizer's post-processor is not applied):
 ``bos`` / ``eos`` add them explicitly, as with the byte tokenizer. ``decode`` drops special
@@ -12,7 +14,9 @@ special_tokens_map.json (token strings, mapped to ids by the vocabulary), then
 generation_config.json and config.json (``bos_token_id``, ``eos_token_id``, ``pad_token_id``).
 ``eos_ids`` gathers the end-of-sequence ids of all four files (instruction-tuned models list
 several in generation_config.json): use them as stop tokens. Without a pad token,
-``pad_id = eos_id``. Needs the ``tokenizers`` package (imported on use).
+``pad_id = eos_id``. The Jinja ``chat_template`` of tokenizer_config.json picks the chat
+template (:func:`jaxlab.data.tokenizer.template_from_jinja`); ``add_bos`` is
+tokenizer_config.json's ``add_bos_token`` (default False). Needs the ``tokenizers`` package (imported on use).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from jaxlab.data.tokenizer import ChatTemplate, template_from_jinja
 
 TOKENIZER_FILE = "tokenizer.json"
 # files that describe a tokenizer, copied beside converted weights
@@ -67,13 +73,21 @@ class HFTokenizer:
     """A ``tokenizers.Tokenizer`` with the byte tokenizer's method names (module docstring)."""
 
     def __init__(self, tokenizer, *, bos_id: int | None, eos_ids: tuple[int, ...],
-                 pad_id: int | None):
+                 pad_id: int | None, chat_template: str | None = None, add_bos: bool = False):
         self.tokenizer = tokenizer
+        self.chat_template_source = chat_template  # the Jinja text the model was published with
+        self.add_bos = add_bos  # whether the model's sequences begin with BOS
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.bos_id = bos_id
         self.eos_ids = eos_ids
         self.eos_id = eos_ids[0] if eos_ids else None
         self.pad_id = pad_id if pad_id is not None else self.eos_id
+        self._chat_template = template_from_jinja(chat_template)
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """How conversations are laid out (from the Jinja text; "plain" without one)."""
+        return self._chat_template
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> np.ndarray:
         """``[BOS]? + tokens(text) + [EOS]?`` as an int32 array of shape [T]."""
@@ -140,5 +154,8 @@ def load_tokenizer(path: str | Path) -> HFTokenizer:
         return list(dict.fromkeys(found))  # first-found order, no repeats
 
     bos, eos, pad = ids_of("bos"), ids_of("eos"), ids_of("pad")
+    jinja = named[0].get("chat_template")
     return HFTokenizer(tok, bos_id=bos[0] if bos else None, eos_ids=tuple(eos),
-                       pad_id=pad[0] if pad else None)
+                       pad_id=pad[0] if pad else None,
+                       chat_template=jinja if isinstance(jinja, str) else None,
+                       add_bos=named[0].get("add_bos_token") is True)
