@@ -9,7 +9,11 @@ An experiment file defines:
                     ``ExperimentConfig`` and the variant is trained by the LM loop
                     (:func:`jaxlab.train.loop.train`).
   CLAIM             optional: the sentence the experiment checks
-  check(results)    optional: ``{variant: results} -> (held, text)``, the verdict on the claim
+  verdict(runs)     optional: ``{variant: [results per seed]} -> jaxlab.stats.Verdict``, the
+                    three-way verdict on the claim (held / not held / inconclusive, with the
+                    effect's interval); ``--seeds N`` runs each variant under N seeds
+                    (:mod:`jaxlab.claims`), without it each variant's list holds one run
+  check(results)    optional, older form: ``{variant: results} -> (held, text)``
   REPORT_KEYS       optional: result keys shown in the summary table
   summarize(results, workdir) -> str
                     optional: markdown added to the summary report (comparison plots, tables)
@@ -81,31 +85,48 @@ def experiment_variants(module: ModuleType, overrides: list[str]) -> dict:
 
 
 def run_experiment(path: str | Path, workdir: str | Path | None = None, overrides: list[str] = (),
-                   *, progress: bool = True) -> dict:
-    """Runs every variant of the experiment; returns {variant: results}."""
+                   *, progress: bool = True, seeds: int | None = None) -> dict:
+    """Runs every variant of the experiment; returns {variant: results}, or with ``seeds``
+    {variant: [results of each seed]} (:mod:`jaxlab.claims`)."""
     from jaxlab.train.loop import train
 
     module = load_experiment(path)
     variants = experiment_variants(module, list(overrides))
     workdir = Path(workdir) if workdir is not None else Path("runs") / Path(path).stem
-    single = len(variants) == 1 and not isinstance(module.get_config(), dict)
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ExperimentError(f"--seeds must be an int >= 1, got {seeds!r}")
+    single = len(variants) == 1 and not isinstance(module.get_config(), dict) and seeds is None
     run_fn = getattr(module, "run", None)
-    results = {}
-    for name, cfg in variants.items():
-        variant_dir = workdir if single else workdir / name
+
+    def run_one(cfg, run_dir: Path, label: str) -> dict:
         if run_fn is None:
-            results[name] = train(cfg, variant_dir, progress=progress)
-        else:
-            variant_dir.mkdir(parents=True, exist_ok=True)
-            _check_custom_config(cfg, variant_dir)
-            results[name] = run_fn(cfg, variant_dir, progress=progress)
-            _write_json(variant_dir / "results.json", results[name])
-            _write_variant_report(variant_dir / "report.md", name, results[name])
-    verdict = module.check(results) if hasattr(module, "check") else None
-    if verdict is not None:
-        held, text = verdict
-        log.info("claim %s: %s", "held" if held else "did not hold", text)
-    write_summary(workdir, module, results, verdict, single=single, custom=run_fn is not None)
+            return train(cfg, run_dir, progress=progress)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_custom_config(cfg, run_dir)
+        result = run_fn(cfg, run_dir, progress=progress)
+        _write_json(run_dir / "results.json", result)
+        _write_variant_report(run_dir / "report.md", label, result)
+        return result
+
+    if seeds is None:
+        results = {name: run_one(cfg, workdir if single else workdir / name, name)
+                   for name, cfg in variants.items()}
+        runs = {name: [r] for name, r in results.items()}
+    else:
+        from jaxlab import claims
+        runs = {name: [run_one(claims.seeded(cfg, k, module), claims.seed_dir(workdir / name, k),
+                               f"{name}, seed {k}") for k in range(seeds)]
+                for name, cfg in variants.items()}
+        results = runs
+    verdict = None
+    if hasattr(module, "verdict"):
+        verdict = module.verdict(runs)
+        log.info("claim %s: %s", verdict.outcome, verdict.sentence())
+    elif hasattr(module, "check") and seeds is None:
+        verdict = module.check(results)
+        log.info("claim %s: %s", "held" if verdict[0] else "did not hold", verdict[1])
+    write_summary(workdir, module, results, verdict, single=single, custom=run_fn is not None,
+                  seeds=seeds)
     return results
 
 
@@ -193,8 +214,15 @@ def _write_variant_report(path: Path, name: str, results: dict) -> None:
 
 
 def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, single: bool,
-                  custom: bool = False) -> None:
+                  custom: bool = False, seeds: int | None = None) -> None:
+    """``workdir/report.md`` (and ``results.json`` of a multi-variant run): the claim, the
+    verdict (a :class:`jaxlab.stats.Verdict`, or a legacy ``(held, text)``), the results
+    table (one row per variant and seed with ``seeds``), a per-seed plot with ``seeds``, and
+    the experiment's ``summarize``."""
     import jax
+
+    from jaxlab import claims
+    from jaxlab.stats import Verdict
 
     if jax.process_index() != 0:
         return
@@ -204,10 +232,29 @@ def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, 
         lines.append("## Claim\n")
         if claim:
             lines.append(f"> {claim}\n")
-        if verdict is not None:
+        if isinstance(verdict, Verdict):
+            lines.append(claims.verdict_markdown(verdict))
+        elif verdict is not None:
             held, text = verdict
             lines.append(f"**Verdict: {'held' if held else 'did not hold'}.** {text}\n")
     keys = getattr(module, "REPORT_KEYS", None)
+    if seeds is not None:
+        keys = list(keys) if keys is not None else _default_keys(
+            {f"{n}/{k}": r for n, rs in results.items() for k, r in enumerate(rs)})
+        workdir.mkdir(parents=True, exist_ok=True)
+        body = [f"# {Path(module.__file__).stem} ({seeds} seeds)\n",
+                claims.per_seed_table(results, keys, _cell) + "\n"] + lines
+        if keys and claims.plot_per_seed(results, keys[0], workdir / "seeds.png",
+                                         verdict if isinstance(verdict, Verdict) else None):
+            body.append("![per seed](seeds.png)\n")
+        if hasattr(module, "summarize"):
+            body.append(module.summarize(results, workdir))
+        (workdir / "report.md").write_text("\n".join(body))
+        out = {"seeds": seeds, "runs": results}
+        if isinstance(verdict, Verdict):
+            out["verdict"] = verdict.to_dict()
+        _write_json(workdir / "results.json", out)
+        return
     if keys is None:
         keys = (["train_loss", "val_loss", "val_bpb", "tokens_per_s"] if not custom
                 else _default_keys(results))
@@ -223,7 +270,10 @@ def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, 
         body.append(module.summarize(results, workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(body))
-    _write_json(workdir / "results.json", results)
+    out = dict(results)
+    if isinstance(verdict, Verdict):
+        out = {"runs": results, "verdict": verdict.to_dict()}
+    _write_json(workdir / "results.json", out)
 
 
 def _maybe_initialize_distributed(args) -> None:
@@ -260,6 +310,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set model.n_layers=4 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--seeds", type=int, default=None, metavar="N",
+                     help="run every variant under N seeds (WORKDIR/<variant>/seed<k>/) for the "
+                          "experiment's verdict(runs)")
     dist = run.add_argument_group(
         "multi-process", "run one process per host (or per GPU); every process runs the same command")
     dist.add_argument("--distributed", action="store_true",
@@ -283,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["convert"]:  # its own parser, in jaxlab.interop.convert
         from jaxlab.interop.convert import convert_main
         return convert_main(argv[1:])
+    if argv[:1] == ["eval"]:  # its own parser, in jaxlab.evals.cli
+        from jaxlab.evals.cli import eval_main
+        return eval_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "orbax", "jax._src"):
@@ -302,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: config_lib.to_dict(v) for k, v in variants.items()}, indent=2))
             return 0
         results = run_experiment(args.experiment, args.workdir, args.overrides,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, seeds=args.seeds)
     except expected as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (config_lib.ConfigError, ExperimentError)) else 1
     for name, r in results.items():
+        if isinstance(r, list):  # one result per seed
+            print(f"{name}: {len(r)} seeds")
+            continue
         if r.get("val_bpb") is not None:
             print(f"{name}: val bits/byte {r['val_bpb']:.4f}, val loss {r['val_loss']:.4f}")
         else:
