@@ -1,0 +1,86 @@
+"""Completions of many prompts, in fixed-shape batches, through :func:`jaxlab.samplers.generate`.
+
+    ids = encode_task_prompt(tokenizer, "cd 3 5 7 t 22:", chat=False)        int32 [T]
+    texts, truncated = complete(cfg, params, tokenizer, [ids, ...], sample_cfg=..., key=...)
+
+Shapes are kept few so the sampler compiles a handful of times, not once per batch: every
+batch holds ``batch_size`` rows (the last one is filled up by repeating its first row, whose
+outputs are dropped) and prompts are left-padded to a multiple of ``PROMPT_BUCKET`` tokens
+(padding is masked, so the output does not change).
+
+Each row's text is the decoded completion without its stop token (the task convention:
+the response is what the model wrote after the prompt). A row is ``truncated`` when it used
+all ``max_new_tokens`` slots without emitting a stop token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlab.data import chat as chat_lib
+from jaxlab.samplers import SampleConfig, generate, pad_prompts
+
+PROMPT_BUCKET = 32
+
+
+def prompts_as_chat(tokenizer) -> bool:
+    """Whether task prompts go through the chat template by default: when the tokenizer's
+    template makes a text prompt a user message (an instruction-tuned model's template, e.g.
+    ChatML), not for the "plain" template of base and byte models."""
+    return bool(tokenizer.chat_template.text_prompt_as_user)
+
+
+def encode_task_prompt(tokenizer, prompt: str, *, chat: bool) -> np.ndarray:
+    """The tokens a model continues to answer ``prompt``, int32 [T]: with ``chat``, the prompt
+    as one user message rendered by the tokenizer's chat template followed by its generation
+    prompt (:func:`jaxlab.data.chat.encode_prompt`); otherwise [BOS]? + the plain prompt text
+    (BOS when ``tokenizer.add_bos``)."""
+    if chat:
+        return chat_lib.encode_prompt([{"role": "user", "content": prompt}], tokenizer)
+    return np.asarray(tokenizer.encode(prompt, bos=tokenizer.add_bos), np.int32)
+
+
+def _bucket(length: int, bucket: int) -> int:
+    return -(-length // bucket) * bucket
+
+
+def _batch_arrays(rows: Sequence[np.ndarray], batch_size: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """[batch_size, T] left-padded tokens and mask, T a multiple of PROMPT_BUCKET; missing rows
+    repeat the first row."""
+    rows = list(rows) + [rows[0]] * (batch_size - len(rows))
+    tokens_BT, mask_BT = pad_prompts(rows, pad_id)
+    extra = _bucket(tokens_BT.shape[1], PROMPT_BUCKET) - tokens_BT.shape[1]
+    tokens_BT = np.pad(tokens_BT, ((0, 0), (extra, 0)), constant_values=pad_id)
+    mask_BT = np.pad(mask_BT, ((0, 0), (extra, 0)), constant_values=0)
+    return tokens_BT, mask_BT
+
+
+def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cfg: SampleConfig,
+             key: jax.Array, batch_size: int = 32, progress: bool = True,
+             desc: str = "generate") -> tuple[list[str], np.ndarray]:
+    """One completion per prompt (repeat a prompt for several samples). Batch i draws with
+    ``fold_in(key, i)``. Returns (texts, truncated_R bool) in prompt order."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if len(prompts) == 0:
+        return [], np.zeros((0,), bool)
+    stops = set(sample_cfg.stop_tokens)
+    texts, truncated = [], []
+    starts = range(0, len(prompts), batch_size)
+    for i, start in enumerate(tqdm(starts, desc=desc, unit="batch", disable=not progress)):
+        rows = prompts[start:start + batch_size]
+        tokens_BT, mask_BT = _batch_arrays(rows, batch_size, sample_cfg.pad_id)
+        out = jax.device_get(generate(params, cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
+                                      jax.random.fold_in(key, i), sample_cfg))
+        tokens_BN, mask_BN = np.asarray(out.tokens), np.asarray(out.mask)
+        for b in range(len(rows)):
+            ids = tokens_BN[b][mask_BN[b] > 0]
+            stopped = ids.size > 0 and int(ids[-1]) in stops
+            texts.append(tokenizer.decode(ids[:-1] if stopped else ids))
+            truncated.append(not stopped and ids.size >= sample_cfg.max_new_tokens)
+    return texts, np.asarray(truncated, bool)
