@@ -1,0 +1,55 @@
+"""``jaxlab eval``: argument errors, and the files it writes for a tiny model (loaded through a
+stand-in for jaxlab.interop.models.load_model, so only the command's wiring is under test)."""
+
+import json
+import sys
+import types
+
+import pytest
+
+from jaxlab import cli
+from jaxlab.data import ByteTokenizer
+
+
+@pytest.fixture
+def tiny_loader(tiny_model, monkeypatch):
+    cfg, params = tiny_model
+    loaded = []
+
+    def load_model(spec):
+        loaded.append(spec)
+        return cfg, params, ByteTokenizer()
+
+    monkeypatch.setitem(sys.modules, "jaxlab.interop.models", types.SimpleNamespace(load_model=load_model))
+    return loaded
+
+
+def test_eval_writes_results(tiny_loader, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich.\n")
+    out = tmp_path / "out"
+    rc = cli.main(["eval", "tiny-model", "--task", "arithmetic", "--n", "4", "--samples", "2",
+                   "--max-new-tokens", "3", "--batch-size", "8", "--text", str(text), "--window", "32",
+                   "--out", str(out), "--no-progress"])
+    assert rc == 0 and tiny_loader == ["tiny-model"]
+    results = json.loads((out / "results.json").read_text())
+    task = results["task_results"]
+    assert task["task"] == "arithmetic" and task["n"] == 4 and task["samples"] == 2
+    assert task["max_new_tokens"] == 3 and set(task["overall"]) >= {"greedy", "pass@1", "pass@2", "maj@2"}
+    assert results["text"]["n_bytes"] == len(text.read_text().encode("utf-8"))
+    assert results["text"]["bits_per_byte"] > 0
+    assert len((out / "completions.jsonl").read_text().splitlines()) == 4
+    assert (out / "eval.png").stat().st_size > 0
+    assert "bits_per_byte" in (out / "report.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["m"], "--task NAME and/or --text FILE"),
+    (["m", "--task", "sudoku"], "unknown task 'sudoku'"),
+    (["m", "--task", "countdown", "--n", "0"], "--n must be >= 1"),
+    (["m", "--text", "/nonexistent/file.txt"], "is not a file"),
+])
+def test_eval_argument_errors(args, message, capsys):
+    assert cli.main(["eval", *args]) == 2
+    assert message in capsys.readouterr().err
