@@ -9,11 +9,15 @@ An experiment file defines:
                     ``ExperimentConfig`` and the variant is trained by the LM loop
                     (:func:`jaxlab.train.loop.train`).
   CLAIM             optional: the sentence the experiment checks
-  verdict(runs)     optional: ``{variant: [results per seed]} -> jaxlab.stats.Verdict``, the
+  claim_verdict(runs) optional: ``{variant: [results per seed]} -> jaxlab.stats.Verdict``, the
                     three-way verdict on the claim (held / not held / inconclusive, with the
                     effect's interval); ``--seeds N`` runs each variant under N seeds
                     (:mod:`jaxlab.claims`), without it each variant's list holds one run
   check(results)    optional, older form: ``{variant: results} -> (held, text)``
+  PRESETS           optional: {name: {dotted key: value}}, named settings (``smoke`` for the
+                    tests, ``paper`` for the fair setting) chosen with ``--preset NAME``
+  CLAIM_VERSION     optional int (default 1): bump it when the claim's code, threshold or
+                    preconditions change; ``--publish`` keeps older versions' verdicts
   REPORT_KEYS       optional: result keys shown in the summary table
   summarize(results, workdir) -> str
                     optional: markdown added to the summary report (comparison plots, tables)
@@ -62,8 +66,10 @@ def load_experiment(path: str | Path) -> ModuleType:
     return module
 
 
-def experiment_variants(module: ModuleType, overrides: list[str]) -> dict:
-    """{variant name: resolved config}; a single config is one variant named by its ``name``."""
+def experiment_variants(module: ModuleType, overrides: list[str], preset: str | None = None) -> dict:
+    """{variant name: resolved config}; a single config is one variant named by its ``name``.
+    A ``preset``'s overrides (``module.PRESETS[preset]``) apply first, then ``overrides``."""
+    from jaxlab import claims
     from jaxlab.train.config import ExperimentConfig
 
     custom = hasattr(module, "run")
@@ -80,18 +86,19 @@ def experiment_variants(module: ModuleType, overrides: list[str]) -> dict:
         if not custom and not isinstance(cfg, ExperimentConfig):
             raise ExperimentError(f"variant {name!r} is a {type(cfg).__name__}; without a run() "
                                   "function the experiment must return ExperimentConfig variants")
+        cfg = config_lib.apply_overrides(cfg, claims.preset_overrides(module, preset))
         resolved[name] = config_lib.apply_overrides(cfg, overrides)
     return resolved
 
 
 def run_experiment(path: str | Path, workdir: str | Path | None = None, overrides: list[str] = (),
-                   *, progress: bool = True, seeds: int | None = None) -> dict:
+                   *, progress: bool = True, seeds: int | None = None, preset: str | None = None) -> dict:
     """Runs every variant of the experiment; returns {variant: results}, or with ``seeds``
     {variant: [results of each seed]} (:mod:`jaxlab.claims`)."""
     from jaxlab.train.loop import train
 
     module = load_experiment(path)
-    variants = experiment_variants(module, list(overrides))
+    variants = experiment_variants(module, list(overrides), preset)
     workdir = Path(workdir) if workdir is not None else Path("runs") / Path(path).stem
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ExperimentError(f"--seeds must be an int >= 1, got {seeds!r}")
@@ -119,8 +126,8 @@ def run_experiment(path: str | Path, workdir: str | Path | None = None, override
                 for name, cfg in variants.items()}
         results = runs
     verdict = None
-    if hasattr(module, "verdict"):
-        verdict = module.verdict(runs)
+    if hasattr(module, "claim_verdict"):
+        verdict = module.claim_verdict(runs)
         log.info("claim %s: %s", verdict.outcome, verdict.sentence())
     elif hasattr(module, "check") and seeds is None:
         verdict = module.check(results)
@@ -276,6 +283,27 @@ def write_summary(workdir: Path, module: ModuleType, results: dict, verdict, *, 
     _write_json(workdir / "results.json", out)
 
 
+def _publish(args) -> None:
+    """``--publish``: the run's files into results/<experiment>/<preset>/ (process 0 only)."""
+    import shlex
+
+    import jax
+
+    from jaxlab import claims
+
+    if jax.process_index() != 0:
+        return
+    stem = Path(args.experiment).stem
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / stem
+    command = ["jaxlab", "run", args.experiment, "--preset", args.preset]
+    command += ["--seeds", str(args.seeds)] if args.seeds else []
+    command += ["--set", *args.overrides] if args.overrides else []
+    version = int(getattr(load_experiment(args.experiment), "CLAIM_VERSION", 1))
+    dest = claims.publish(workdir, Path(claims.RESULTS_DIR) / stem / args.preset, experiment=stem,
+                          preset=args.preset, claim_version=version, command=shlex.join(command))
+    print(f"published to {dest}")
+
+
 def _maybe_initialize_distributed(args) -> None:
     import os
 
@@ -312,7 +340,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--seeds", type=int, default=None, metavar="N",
                      help="run every variant under N seeds (WORKDIR/<variant>/seed<k>/) for the "
-                          "experiment's verdict(runs)")
+                          "experiment's claim_verdict(runs)")
+    run.add_argument("--preset", help="a named setting of the experiment (its PRESETS: smoke, paper ...), "
+                                      "applied before --set")
+    run.add_argument("--publish", action="store_true",
+                     help="copy the finished run's report, results and plots to results/<experiment>/<preset>/ "
+                          "(needs --preset; run from the repository root)")
     dist = run.add_argument_group(
         "multi-process", "run one process per host (or per GPU); every process runs the same command")
     dist.add_argument("--distributed", action="store_true",
@@ -327,6 +360,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("args", nargs=argparse.REMAINDER)
     show = sub.add_parser("config", help="print the resolved config of an experiment")
     show.add_argument("experiment")
+    show.add_argument("--preset")
     show.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     return parser
 
@@ -354,11 +388,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             _maybe_initialize_distributed(args)
         if args.command == "config":
-            variants = experiment_variants(load_experiment(args.experiment), args.overrides)
+            variants = experiment_variants(load_experiment(args.experiment), args.overrides, args.preset)
             print(json.dumps({k: config_lib.to_dict(v) for k, v in variants.items()}, indent=2))
             return 0
+        if args.publish and args.preset is None:
+            raise ExperimentError("--publish needs --preset (results/<experiment>/<preset>/)")
         results = run_experiment(args.experiment, args.workdir, args.overrides,
-                                 progress=not args.no_progress, seeds=args.seeds)
+                                 progress=not args.no_progress, seeds=args.seeds, preset=args.preset)
+        if args.publish:
+            _publish(args)
     except expected as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (config_lib.ConfigError, ExperimentError)) else 1
