@@ -4,8 +4,8 @@
     texts, truncated = complete(cfg, params, tokenizer, [ids, ...], sample_cfg=..., key=...)
 
 Shapes are kept few so the sampler compiles a handful of times, not once per batch: every
-batch holds ``batch_size`` rows (the last one is filled up by repeating its first row, whose
-outputs are dropped) and prompts are left-padded to a multiple of ``PROMPT_BUCKET`` tokens
+batch holds ``min(batch_size, number of prompts)`` rows (the last one is filled up by
+repeating its first row, whose outputs are dropped) and prompts are left-padded to a multiple of ``PROMPT_BUCKET`` tokens
 (padding is masked, so the output does not change).
 
 Each row's text is the decoded completion without its stop token (the task convention:
@@ -69,6 +69,7 @@ def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cf
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if len(prompts) == 0:
         return [], np.zeros((0,), bool)
+    batch_size = min(batch_size, len(prompts))  # no filler rows for a short job
     stops = set(sample_cfg.stop_tokens)
     texts, truncated = [], []
     starts = range(0, len(prompts), batch_size)
