@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def eval_main(argv: list[str]) -> int:
         print(f"error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 1
 
-    results = {"model": args.model, "task_results": None, "text": None}
+    results = {"model": args.model, "command": shlex.join(["jaxlab", "eval", *argv]),
+               "task_results": None, "text": None}
     if args.task is not None:
         results["task_results"] = evaluate_task(
             cfg, params, tokenizer, args.task, n=args.n, samples=args.samples,

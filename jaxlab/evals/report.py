@@ -60,6 +60,8 @@ def text_table(text: dict) -> str:
 def render_report(results: dict) -> str:
     """The markdown report of :func:`write_results`'s ``results``."""
     lines = [f"# Evaluation of {results.get('model', 'a model')}\n"]
+    if results.get("command"):
+        lines.append(f"`{results['command']}`\n")
     task = results.get("task_results")
     if task is not None:
         conf = round(100 * task["confidence"])

@@ -33,6 +33,7 @@ def test_eval_writes_results(tiny_loader, tmp_path, capsys):
                    "--out", str(out), "--no-progress"])
     assert rc == 0 and tiny_loader == ["tiny-model"]
     results = json.loads((out / "results.json").read_text())
+    assert results["command"].startswith("jaxlab eval tiny-model --task arithmetic")
     task = results["task_results"]
     assert task["task"] == "arithmetic" and task["n"] == 4 and task["samples"] == 2
     assert task["max_new_tokens"] == 3 and set(task["overall"]) >= {"greedy", "pass@1", "pass@2", "maj@2"}
