@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test bench clean
+.PHONY: run test bench model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/jaxlab run experiments/quickstart.py
 
+## model: fetch SmolLM2-135M-Instruct (GGUF, 98 MB) into the model cache; the tests use it
+model: $(VENV)/.installed
+	$(BIN)/jaxlab models fetch smollm2-135m-instruct
+
 ## test: the whole test suite
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test model
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -q
 
 ## bench: training throughput against PyTorch on this machine

@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["convert"]:  # its own parser, in jaxlab.interop.convert
         from jaxlab.interop.convert import convert_main
         return convert_main(argv[1:])
+    if argv[:1] == ["models"]:  # its own parser, in jaxlab.interop.models
+        from jaxlab.interop.models import models_main
+        return models_main(argv[1:])
     if argv[:1] == ["eval"]:  # its own parser, in jaxlab.evals.cli
         from jaxlab.evals.cli import eval_main
         return eval_main(argv[1:])

@@ -823,6 +823,9 @@ def save(path: str | Path, cfg: transformer.Config, params: dict, tokenizer: HFT
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates it private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
