@@ -5,8 +5,8 @@
 
 Shapes are kept few so the sampler compiles a handful of times, not once per batch: every
 batch holds ``min(batch_size, number of prompts)`` rows (the last one is filled up by
-repeating its first row, whose outputs are dropped) and prompts are left-padded to a multiple of ``PROMPT_BUCKET`` tokens
-(padding is masked, so the output does not change).
+repeating its first row, whose outputs are dropped) and prompts are left-padded to a multiple
+of ``PROMPT_BUCKET`` tokens (padding is masked, so the output does not change).
 
 Each row's text is the decoded completion without its stop token (the task convention:
 the response is what the model wrote after the prompt). A row is ``truncated`` when it used

@@ -14,7 +14,6 @@ metrics are those of :mod:`jaxlab.evals.scoring`.
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from jaxlab import stats
 from jaxlab import tasks as tasks_lib
@@ -57,11 +56,12 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
       n: problems (``split`` and ``seed`` pick them; :func:`evaluation_problems`).
       samples: sampled completions per problem (0: greedy only); key: their PRNG key.
       max_new_tokens: generation budget (default :func:`default_max_new_tokens`).
-      chat: wrap prompts in the chat template (default :func:`~jaxlab.evals.generation.prompts_as_chat`).
+      chat: wrap prompts in the chat template (default:
+        :func:`~jaxlab.evals.generation.prompts_as_chat`).
     Returns:
       ``{"task", "knob", "n", "samples", "temperature", "max_new_tokens", "split", "seed", "chat",
-      "confidence", "overall", "by_difficulty", "problems"}``: ``overall`` and each
-      ``by_difficulty[d]`` as :func:`jaxlab.evals.scoring.summarize_records`, ``problems`` the
+      "confidence", "overall", "by_difficulty", "by_split", "problems"}``: ``overall``, each
+      ``by_difficulty[d]`` and ``by_split[s]`` as :func:`jaxlab.evals.scoring.summarize_records`, ``problems`` the
       per-problem records of :func:`jaxlab.evals.scoring.score_problem`.
     """
     task = tasks_lib.get(task) if isinstance(task, str) else task
@@ -73,7 +73,8 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
     if max_new_tokens is None:
         max_new_tokens = default_max_new_tokens(tokenizer, examples)
     prompts = [encode_task_prompt(tokenizer, ex.prompt, chat=chat) for ex in examples]
-    common = dict(max_new_tokens=max_new_tokens, stop_tokens=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)
+    common = dict(max_new_tokens=max_new_tokens, stop_tokens=tuple(tokenizer.eos_ids),
+                  pad_id=tokenizer.pad_id)
     key_greedy, key_samples = jax.random.split(key)
 
     greedy, greedy_truncated = complete(

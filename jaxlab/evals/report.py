@@ -42,11 +42,13 @@ def _row(label: str, summary: dict, columns: list[str]) -> str:
 
 
 def task_table(results: dict) -> str:
-    """Markdown: one row overall and one per difficulty, each metric with its interval."""
+    """Markdown: one row overall, one per split and one per difficulty, each metric with its
+    interval."""
     overall = results["overall"]
     columns = metric_columns(overall)
     head = ["difficulty", "n"] + columns + (["well formed"] if "format_rate" in overall else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), _row("all", overall, columns)]
+    lines += [_row(f"{split} split", s, columns) for split, s in results.get("by_split", {}).items()]
     lines += [_row(d, s, columns) for d, s in results["by_difficulty"].items()]
     return "\n".join(lines)
 

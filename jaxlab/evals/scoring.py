@@ -124,10 +124,16 @@ def summarize_records(records: Sequence[dict], *, confidence: float = 0.95,
 
 
 def summarize(records: Sequence[dict], **kwargs) -> dict:
-    """``{"overall": summarize_records(all), "by_difficulty": {d: summarize_records(level d)}}``
-    (difficulties ascending; keys are strings, as JSON writes them)."""
-    levels = defaultdict(list)
+    """``{"overall": summarize_records(all), "by_difficulty": {d: summarize_records(level d)},
+    "by_split": {split: summarize_records(that split)}}`` (difficulties ascending, as strings,
+    the way JSON writes keys; ``by_split`` only when the records carry their split)."""
+    levels, splits = defaultdict(list), defaultdict(list)
     for r in records:
         levels[r["difficulty"]].append(r)
-    return {"overall": summarize_records(records, **kwargs),
-            "by_difficulty": {str(d): summarize_records(levels[d], **kwargs) for d in sorted(levels)}}
+        if "split" in r:
+            splits[r["split"]].append(r)
+    out = {"overall": summarize_records(records, **kwargs),
+           "by_difficulty": {str(d): summarize_records(levels[d], **kwargs) for d in sorted(levels)}}
+    if splits:
+        out["by_split"] = {s: summarize_records(rs, **kwargs) for s, rs in splits.items()}
+    return out

@@ -48,6 +48,7 @@ def test_result_shapes_and_intervals(byte_results):
         assert overall[key]["low"] <= overall[key]["value"] <= overall[key]["high"]
     levels = r["by_difficulty"]
     assert sum(s["n"] for s in levels.values()) == 7
+    assert {k: s["n"] for k, s in r["by_split"].items()} == {"test": 4, "ood": 3}
     assert sum(s["greedy"]["correct"] for s in levels.values()) == g["correct"]
     assert sorted(int(d) for d in levels) == sorted({p["difficulty"] for p in r["problems"]})
     assert overall["truncated_rate"] == np.mean([p["greedy_truncated"] for p in r["problems"]])
@@ -62,7 +63,7 @@ def test_write_results_round_trip(byte_results, tmp_path):
     assert [json.loads(line)["prompt"] for line in lines] == [p["prompt"] for p in byte_results["problems"]]
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = paths["report"].read_text()
-    assert "| all | 7 |" in report and "maj@3" in report and "eval.png" in report
+    assert "| all | 7 |" in report and "| ood split | 3 |" in report and "maj@3" in report and "eval.png" in report
 
 
 def test_prompt_encoding():
@@ -72,7 +73,8 @@ def test_prompt_encoding():
     assert not prompts_as_chat(BYTES) and not prompts_as_chat(plain) and prompts_as_chat(chatml)
     ids = encode_task_prompt(BYTES, "12+3=", chat=False)
     assert ids.tolist() == [BYTES.bos_id] + list(b"12+3=")
-    assert encode_task_prompt(plain, "12+3=", chat=False).tolist() == [plain.bos_id] + plain.encode("12+3=").tolist()
+    want = [plain.bos_id] + plain.encode("12+3=").tolist()
+    assert encode_task_prompt(plain, "12+3=", chat=False).tolist() == want
     ids = encode_task_prompt(chatml, "12+3=", chat=True)
     text = chatml.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
     assert text.endswith("<|im_start|>user\n12+3=<|im_end|>\n<|im_start|>assistant\n")
@@ -84,7 +86,8 @@ def test_batching_does_not_change_completions(tiny_model):
     prompts = [BYTES.encode(p, bos=True) for p in ("1+1=", "cd 3 5 7 t 22:", "sort vobu ke tamin:")]
     tokens_BT, mask_BT = _batch_arrays(prompts, 4, BYTES.pad_id)
     assert tokens_BT.shape == (4, PROMPT_BUCKET) and mask_BT.sum(axis=1).tolist() == [5, 15, 20, 5]
-    sample_cfg = SampleConfig(max_new_tokens=5, temperature=0.0, stop_tokens=BYTES.eos_ids, pad_id=BYTES.pad_id)
+    sample_cfg = SampleConfig(max_new_tokens=5, temperature=0.0, stop_tokens=BYTES.eos_ids,
+                              pad_id=BYTES.pad_id)
     key = jax.random.PRNGKey(0)
     # batches [p0, p1] and [p2, filler]; alone: one row each, no bucket padding shared
     together, trunc = complete(cfg, params, BYTES, prompts, sample_cfg=sample_cfg, key=key, batch_size=2,

@@ -15,7 +15,8 @@ GGUF = (Path(os.environ.get("JAXLAB_CACHE_DIR", Path.home() / ".cache" / "jaxlab
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not GGUF.is_file(), reason=f"SmolLM2 is not cached at {GGUF}; `make model` fetches it"),
+    pytest.mark.skipif(not GGUF.is_file(),
+                       reason=f"SmolLM2 is not cached at {GGUF}; `make model` fetches it"),
 ]
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog. Machine learning models are trained on large "
