@@ -1,7 +1,9 @@
-"""``jaxlab convert``: Hugging Face model folders <-> jaxlab checkpoints.
+"""``jaxlab convert``: Hugging Face model folders and GGUF files <-> jaxlab checkpoints.
 
     jaxlab convert hf-to-jaxlab SRC DST [--dtype D]
     jaxlab convert jaxlab-to-hf SRC DST [--architecture A] [--dtype D] [--max-shard-bytes N]
+    jaxlab convert gguf-to-jaxlab SRC.gguf DST [--dtype D]
+    jaxlab convert jaxlab-to-gguf SRC DST.gguf [--dtype f16|q8_0]
 
 A jaxlab checkpoint is a folder:
 
@@ -13,6 +15,13 @@ A jaxlab checkpoint is a folder:
 
 so that HF -> jaxlab -> HF gives back the same weights (bitwise), architecture, token ids and
 tokenizer. ``load_jaxlab`` restores params into the tree ``transformer.init(cfg)`` builds.
+
+From a GGUF file (:mod:`jaxlab.interop.gguf`) the weights are dequantized (to ``--dtype``,
+default float32), the architecture is LlamaForCausalLM, ``hf_config`` keeps the token ids and
+``llama.context_length`` (as max_position_embeddings), and the rebuilt tokenizer is written as
+tokenizer.json + tokenizer_config.json (special tokens, chat template, add_bos_token) +
+generation_config.json (every stop id). jaxlab -> GGUF needs that byte-level BPE tokenizer;
+GGUF -> jaxlab -> GGUF (f16) gives back the same file when the source was written by jaxlab.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxlab import config as config_lib
-from jaxlab.interop import hf
+from jaxlab.interop import gguf, hf
 from jaxlab.interop.tokenizer import TOKENIZER_FILES, TokenizerError
 from jaxlab.models import transformer
 
@@ -140,11 +149,63 @@ def jaxlab_to_hf(src: str | Path, dst: str | Path, *, architecture: str | None =
     return out
 
 
+def _write_tokenizer(tokenizer, folder: Path) -> None:
+    """tokenizer.json, tokenizer_config.json and generation_config.json of an HFTokenizer."""
+    tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
+    token = tokenizer.tokenizer.id_to_token
+    config = {f"{kind}_token": token(i) for kind, i in
+              (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id))
+              if i is not None}
+    config["add_bos_token"] = bool(tokenizer.add_bos)
+    if tokenizer.chat_template_source:
+        config["chat_template"] = tokenizer.chat_template_source
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    generation = {k: v for k, v in (("bos_token_id", tokenizer.bos_id),
+                                    ("eos_token_id", list(tokenizer.eos_ids)),
+                                    ("pad_token_id", tokenizer.pad_id)) if v not in (None, [])}
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+
+
+def gguf_to_jaxlab(src: str | Path, dst: str | Path, *, dtype: str = "float32",
+                   progress: bool = False) -> Path:
+    """Converts a llama GGUF file into a jaxlab checkpoint folder (module docstring)."""
+    src, dst = Path(src), Path(dst)
+    _require_empty(dst)
+    cfg, params, tokenizer = gguf.load(src, dtype=dtype, progress=progress)
+    meta = gguf.read_metadata(src)
+    ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": list(tokenizer.eos_ids),
+           "pad_token_id": tokenizer.pad_id,
+           "max_position_embeddings": meta.get(f"{gguf.ARCHITECTURE}.context_length")}
+    out = save_jaxlab(dst, cfg, params, architecture="LlamaForCausalLM",
+                      hf_config={k: v for k, v in ids.items() if v not in (None, [])})
+    _write_tokenizer(tokenizer, out)
+    return out
+
+
+def jaxlab_to_gguf(src: str | Path, dst: str | Path, *, dtype: str = "f16") -> Path:
+    """Converts a jaxlab checkpoint folder with a byte-level BPE tokenizer.json into a llama
+    GGUF file (``dtype`` f16 or q8_0); ``dst`` must not exist."""
+    from jaxlab.interop.models import folder_tokenizer
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise ConvertError(f"{dst} already exists; choose a new file name")
+    info = read_jaxlab_info(src)
+    cfg, params = load_jaxlab(src)
+    tokenizer = folder_tokenizer(src)
+    if not isinstance(tokenizer, hf.HFTokenizer):
+        raise ConvertError(f"{src} has no tokenizer.json; a GGUF file needs the model's byte-level "
+                           "BPE tokenizer")
+    context = (info.get("hf_config") or {}).get("max_position_embeddings") or 2048
+    return gguf.save(dst, cfg, params, tokenizer, dtype=dtype, context_length=int(context))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxlab convert",
-        description="Convert checkpoints between Hugging Face model folders (safetensors) and "
-                    "jaxlab checkpoints (orbax). Pickled weights (.bin, .pt) are refused.")
+        description="Convert checkpoints between Hugging Face model folders (safetensors), llama "
+                    "GGUF files and jaxlab checkpoints (orbax). Pickled weights (.bin, .pt) are "
+                    "refused.")
     sub = parser.add_subparsers(dest="direction", required=True)
     a = sub.add_parser("hf-to-jaxlab", help="Hugging Face folder -> jaxlab checkpoint")
     a.add_argument("src", help="Hugging Face model folder (config.json + model.safetensors)")
@@ -162,6 +223,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max-shard-bytes", type=int, default=hf.DEFAULT_MAX_SHARD_BYTES,
                    help="split the weights into shards of at most this many bytes "
                         f"(default {hf.DEFAULT_MAX_SHARD_BYTES})")
+    c = sub.add_parser("gguf-to-jaxlab", help="llama GGUF file -> jaxlab checkpoint")
+    c.add_argument("src", help="a .gguf file (general.architecture llama)")
+    c.add_argument("dst", help="new folder for the jaxlab checkpoint")
+    c.add_argument("--dtype", choices=sorted(hf.DTYPES), default="float32",
+                   help="dtype of the dequantized weights (default float32)")
+    d = sub.add_parser("jaxlab-to-gguf", help="jaxlab checkpoint -> llama GGUF file")
+    d.add_argument("src", help="jaxlab checkpoint folder with a byte-level BPE tokenizer.json")
+    d.add_argument("dst", help="new .gguf file")
+    d.add_argument("--dtype", choices=gguf.SAVE_DTYPES, default="f16",
+                   help="f16, or q8_0 (8-bit blocks of 32; matrices whose rows are not a multiple "
+                        "of 32 stay f16); norms are always f32 (default f16)")
     return parser
 
 
@@ -171,10 +243,14 @@ def convert_main(argv: list[str]) -> int:
     try:
         if args.direction == "hf-to-jaxlab":
             out = hf_to_jaxlab(args.src, args.dst, dtype=args.dtype)
-        else:
+        elif args.direction == "jaxlab-to-hf":
             out = jaxlab_to_hf(args.src, args.dst, architecture=args.architecture, dtype=args.dtype,
                                max_shard_bytes=args.max_shard_bytes)
-    except (hf.HFCheckpointError, ConvertError, TokenizerError) as e:
+        elif args.direction == "gguf-to-jaxlab":
+            out = gguf_to_jaxlab(args.src, args.dst, dtype=args.dtype, progress=True)
+        else:
+            out = jaxlab_to_gguf(args.src, args.dst, dtype=args.dtype)
+    except (hf.HFCheckpointError, ConvertError, TokenizerError, gguf.GGUFError) as e:
         print(f"jaxlab convert: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}")

