@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxlab.nn.quant import QuantizedKernel
+
 
 def init_dense(key: jax.Array, in_shape: tuple[int, ...], out_shape: tuple[int, ...], *,
                dtype=jnp.float32, bias: bool = False, scale: float = 1.0) -> dict:
@@ -26,10 +28,20 @@ def dense(params: dict, x: jax.Array, eqn: str, *, out_dtype=None) -> jax.Array:
     """y = einsum(eqn, x, W) + b, computed in x's dtype (accumulated in ``out_dtype`` if given).
 
     ``params`` holds ``kernel`` (any rank, contracted by ``eqn``) and optionally ``bias`` (the
-    output's trailing dims). Adapters (LoRA and kin) add entries beside ``kernel``; this is the
-    single place that reads weights, so an adapter needs to change nothing else.
+    output's trailing dims). This is the single place that reads weights, so:
+
+    - a :class:`jaxlab.nn.quant.QuantizedKernel` is dequantized here (inside the layer scan,
+      so one layer's weights at a time);
+    - a LoRA adapter beside the kernel (``lora_a`` [n, r] with its scale folded in, ``lora_b``
+      [r, m], n and m the kernel's input and output sizes; :func:`jaxlab.peft.inline`) adds
+      W = W0 + lora_a lora_b.
     """
-    y = jnp.einsum(eqn, x, params["kernel"].astype(x.dtype), preferred_element_type=out_dtype)
+    kernel = params["kernel"]
+    if isinstance(kernel, QuantizedKernel):  # dequantized here, one layer at a time
+        kernel = kernel.dequantize(jnp.float32)
+    if "lora_a" in params:  # an adapter kept beside its (frozen, maybe quantized) kernel
+        kernel = kernel + jnp.matmul(params["lora_a"], params["lora_b"]).reshape(kernel.shape).astype(kernel.dtype)
+    y = jnp.einsum(eqn, x, kernel.astype(x.dtype), preferred_element_type=out_dtype)
     if "bias" in params:
         y = y + params["bias"].astype(y.dtype)
     return y

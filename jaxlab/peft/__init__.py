@@ -15,9 +15,11 @@ from jaxlab.peft.adapters import (
     count_trainable,
     delta_nm,
     fourier_positions,
+    inline,
     merge,
+    quantize_base,
     targeted,
 )
 
 __all__ = ["METHODS", "TARGETS", "AdapterError", "AdapterSpec", "attach", "count_trainable", "delta_nm",
-           "fourier_positions", "merge", "targeted"]
+           "fourier_positions", "inline", "merge", "quantize_base", "targeted"]

@@ -2,6 +2,8 @@
 
     frozen, trainable = attach(params, spec, key)      # trainable: the adapters only
     params = merge(frozen, trainable, spec, step=t)     # W0 + dW at every targeted kernel
+    params = inline(frozen, trainable, spec)            # LoRA kept beside each kernel, applied
+                                                        # by nn.linear.dense (quantized bases)
 
 ``frozen`` is the model's params unchanged; ``trainable`` mirrors the paths of the targeted
 kernels (``layers/attn/q`` ...) with each method's leaves. ``merge`` is differentiable in
@@ -196,6 +198,36 @@ def merge(frozen: dict, trainable: dict, spec: AdapterSpec, *, step=None) -> dic
             v_nm = leaves["magnitude"][..., None, :] * v_nm / norm_m
         out[kernel_path] = v_nm.reshape(w.shape).astype(w.dtype)
     return traverse_util.unflatten_dict(out, sep="/")
+
+
+def inline(frozen: dict, trainable: dict, spec: AdapterSpec) -> dict:
+    """The params with each LoRA adapter placed beside its kernel (``lora_a`` = s A,
+    ``lora_b`` = B), for :func:`jaxlab.nn.linear.dense` to add s A B to the kernel inside the
+    layer scan: the same outputs as :func:`merge`, without materialising every adapted weight
+    at once, and the way to train LoRA on a quantized base (:func:`quantize_base`)."""
+    if spec.method != "lora":
+        raise AdapterError(f"inline adapters are LoRA only; merge {spec.method!r} adapters instead")
+    flat = traverse_util.flatten_dict(frozen, sep="/")
+    for path, leaf in traverse_util.flatten_dict(trainable, sep="/").items():
+        module, name = path.rsplit("/", 1)
+        if f"{module}/kernel" not in flat:
+            raise AdapterError(f"adapter for {module!r} but the params have no {module}/kernel")
+        flat[f"{module}/{name}"] = spec.scale * leaf if name == "lora_a" else leaf
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def quantize_base(params: dict, fmt: str, targets: str = "all") -> dict:
+    """``params`` with the kernels ``targets`` selects block-quantized in ``fmt`` (nf4, int8,
+    q8_0, q4_1; :mod:`jaxlab.nn.quant`); a frozen base for :func:`inline` LoRA."""
+    from jaxlab.nn.quant import quantize
+
+    selected = targeted(params, AdapterSpec(targets=targets))
+    flat = traverse_util.flatten_dict(params, sep="/")
+    for module, w in selected.items():
+        short = module[len("layers/"):] if module.startswith("layers/") else module
+        flat[f"{module}/kernel"] = quantize(np.asarray(w), fmt, n_in=INPUT_AXES[short],
+                                            lead=1 if module.startswith("layers/") else 0)
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def count_trainable(trainable: dict) -> int:
