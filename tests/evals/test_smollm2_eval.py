@@ -1,32 +1,16 @@
-"""The harness on the real SmolLM2-135M-Instruct (skipped when the GGUF file is not cached:
-``make model`` fetches it): chat prompts, a few problems, and bits per byte of English text."""
-
-import os
-from pathlib import Path
+"""The harness on the real SmolLM2-135M-Instruct (the shared ``smollm2`` fixture of
+tests/conftest.py, skipped when the GGUF file is not cached: ``make model`` fetches it): chat
+prompts, a few problems, and bits per byte of English text."""
 
 import jax
 import pytest
 
 from jaxlab.evals import evaluate_task, text_bits_per_byte
 
-NAME = "smollm2-135m-instruct"
-GGUF = (Path(os.environ.get("JAXLAB_CACHE_DIR", Path.home() / ".cache" / "jaxlab"))
-        / "models" / NAME / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not GGUF.is_file(),
-                       reason=f"SmolLM2 is not cached at {GGUF}; `make model` fetches it"),
-]
+pytestmark = pytest.mark.slow
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog. Machine learning models are trained on large "
            "amounts of text, and they learn to predict the next word in a sentence. ") * 2
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    models = pytest.importorskip("jaxlab.interop.models")
-    return models.load_model(NAME)
 
 
 def test_smollm2_task_eval(smollm2):
