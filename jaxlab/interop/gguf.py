@@ -51,8 +51,14 @@ Tokenizer. ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE) is rebuilt as a
 pre-tokenizer from ``tokenizer.ggml.pre`` (llama.cpp's split regexes, :data:`PRE_TOKENIZERS`;
 ``smollm`` splits every digit off, then applies GPT-2's regex), control tokens (type 3) as
 special tokens and user-defined ones (type 4) as added tokens, and the byte-level decoder.
-It is returned as :class:`jaxlab.interop.tokenizer.HFTokenizer` with the BOS, EOS (then EOT and
-EOM, as stops), pad ids, ``add_bos_token`` and ``tokenizer.chat_template``.
+The unknown token (``unknown_token_id``) is the BPE model's unk token (byte-level BPE never
+needs it). It is returned as :class:`jaxlab.interop.tokenizer.HFTokenizer` with the BOS, EOS
+(then EOT and EOM, as stops), pad ids, ``add_bos_token`` and ``tokenizer.chat_template``.
+
+transformers' GGUF loader has no split for ``smollm`` and falls back to GPT-2's byte-level
+regex, which keeps digit runs together; jaxlab follows llama.cpp (and SmolLM2's own
+tokenizer.json: ``Digits(individual_digits)`` then ByteLevel). SmolLM2's merges join no digit
+to anything, so both give the same ids on it (checked in the tests).
 """
 
 from __future__ import annotations
@@ -635,7 +641,9 @@ def tokenizer_from_gguf(metadata: dict[str, Any]) -> HFTokenizer:
     bad = next((m for m, p in zip(merges, pairs, strict=True) if len(p) != 2), None)
     if bad is not None:
         raise GGUFError(f"tokenizer.ggml.merges holds {bad!r}, not two tokens separated by a space")
-    tok = tokenizers.Tokenizer(models.BPE(vocab, pairs, fuse_unk=False, byte_fallback=False))
+    unk = _token_id(metadata, "tokenizer.ggml.unknown_token_id", len(tokens))
+    tok = tokenizers.Tokenizer(models.BPE(vocab, pairs, unk_token=None if unk is None else tokens[unk],
+                                          fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
     tok.decoder = decoders.ByteLevel()
     special = [AddedToken(t, special=True, normalized=False)
@@ -703,7 +711,9 @@ def tokenizer_metadata(tokenizer: HFTokenizer) -> dict[str, Any]:
     if len(tokenizer.eos_ids) > 3:
         raise GGUFError(f"the tokenizer has {len(tokenizer.eos_ids)} stop ids; GGUF stores at most "
                         "three (eos, eot, eom)")
+    unk = model.get("unk_token")
     for key, value in [("bos", tokenizer.bos_id), ("padding", tokenizer.pad_id),
+                       ("unknown", model["vocab"].get(unk) if unk is not None else None),
                        *zip(("eos", "eot", "eom"), tokenizer.eos_ids)]:
         if value is not None:
             meta[f"tokenizer.ggml.{key}_token_id"] = int(value)

