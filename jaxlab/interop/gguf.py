@@ -477,11 +477,14 @@ def config_from_gguf(metadata: dict[str, Any], *, tied: bool, dtype: str = "floa
     else:
         raise GGUFError(f"metadata {a}rope.scaling.type={kind!r} is not supported; jaxlab "
                         "implements none and linear for GGUF")
-    vocab = metadata.get(a + "vocab_size")
-    if vocab is None:
-        vocab = len(metadata.get("tokenizer.ggml.tokens") or []) or None
+    if a + "vocab_size" in metadata:
+        vocab = _int(metadata, a + "vocab_size")
+    elif metadata.get("tokenizer.ggml.tokens"):
+        vocab = len(metadata["tokenizer.ggml.tokens"])
+    else:
+        raise GGUFError(f"GGUF metadata lacks {a}vocab_size and tokenizer.ggml.tokens")
     fields = dict(
-        vocab_size=_int({"vocab": vocab}, "vocab"), d_model=d_model,
+        vocab_size=vocab, d_model=d_model,
         n_layers=_int(metadata, a + "block_count"), n_heads=n_heads,
         n_kv_heads=_int(metadata, a + "attention.head_count_kv", n_heads), head_dim=head_dim,
         mlp_dim=_int(metadata, a + "feed_forward_length"), mlp_type="swiglu", norm_type="rms",

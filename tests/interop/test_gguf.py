@@ -189,17 +189,29 @@ def test_q8_0_save_load_is_within_the_quantization_bound(tmp_path, params):
         np.testing.assert_array_equal(tok.encode(text), _byte_level_tokenizer(digits=False).encode(text))
 
 
-def test_saved_file_loads_in_transformers_with_the_same_logits(tmp_path, params):
+@pytest.mark.parametrize("dtype", ["f16", "q8_0"])
+def test_saved_file_loads_in_transformers_with_the_same_logits(tmp_path, params, dtype):
+    """transformers' GGUF loader reads what save writes (q/k order, Q8_0 blocks, tied head) as
+    jaxlab does: the same logits as jaxlab's model of the loaded file."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    jgguf.save(tmp_path / "m.gguf", CFG, params, TOKENIZER, dtype="f16")
+    jgguf.save(tmp_path / "m.gguf", CFG, params, TOKENIZER, dtype=dtype)
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf",
                                                               dtype=torch.float32).eval()
     tokens = np.array([[5, 70, 200, 9, 31, 260, 4, 100]])
     with torch.no_grad():
         ref = model(torch.tensor(tokens)).logits.numpy()
-    ours = np.asarray(transformer.apply(_f16_rounded(params), jnp.asarray(tokens), CFG))
+    cfg, loaded, _ = jgguf.load(tmp_path / "m.gguf")
+    if dtype == "f16":
+        assert_trees_equal(loaded, _f16_rounded(params))
+    ours = np.asarray(transformer.apply(loaded, jnp.asarray(tokens), cfg))
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def assert_trees_equal(a, b):
+    import jax
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -224,6 +236,7 @@ def _metadata(**changes):
     ({"tokenizer.ggml.add_eos_token": True}, "tokenizer.ggml.add_eos_token=True"),
     ({"split.count": 2}, "split.count=2"),
     ({"llama.block_count": None}, "lacks llama.block_count"),
+    ({"llama.vocab_size": None}, "lacks llama.vocab_size and tokenizer.ggml.tokens"),
 ])
 def test_metadata_jaxlab_cannot_express_is_refused_by_name(changes, match):
     with pytest.raises(jgguf.GGUFError, match=match):
