@@ -3,8 +3,11 @@
 A GGUF file holds metadata (key -> value) and tensors. :func:`load` reads one whose
 ``general.architecture`` is ``llama`` into a :class:`jaxlab.models.transformer.Config`, its
 params pytree and its tokenizer (rebuilt from the ``tokenizer.*`` metadata);
-:func:`save` writes one that llama.cpp-compatible readers load. Parsing and writing the
-container use the ``gguf`` package; dequantizing and quantizing the blocks is done here.
+:func:`save` writes one that llama.cpp-compatible readers load. The container (header,
+metadata, tensor infos; GGUF versions 2 and 3, little-endian) is parsed here from a memory map
+(:func:`read_metadata`; the gguf package's reader takes seconds on a 49k-token vocabulary) and
+written with the ``gguf`` package's ``GGUFWriter``; dequantizing and quantizing the blocks is
+done here, in numpy.
 
 Tensors. GGUF writes a tensor's dims fastest first ([ne0, ne1] = [in, out]); as a numpy array
 that is [out, in], the layout of a torch ``nn.Linear`` weight, so every weight maps to a jaxlab
@@ -87,7 +90,8 @@ from jaxlab.nn.rope import RopeScaling
 __all__ = [
     "ARCHITECTURE", "DEQUANTIZERS", "GGUFError", "PRE_TOKENIZERS", "SAVE_DTYPES", "config_from_gguf",
     "dequantize", "gguf_tensor_names", "load", "permute_rotary_rows", "quantize_q8_0",
-    "read_metadata", "save", "tokenizer_from_gguf", "tokenizer_metadata", "unpermute_rotary_rows",
+    "read_metadata", "save", "TensorInfo", "tokenizer_from_gguf", "tokenizer_metadata",
+    "unpermute_rotary_rows",
 ]
 
 ARCHITECTURE = "llama"
@@ -566,13 +570,13 @@ def load(path: str | Path, *, dtype: str = "float32",
     for param_path, struct_ in expected.items():
         stacked = param_path.startswith("layers/")
         shape = struct_.shape[1:] if stacked else struct_.shape
-        arrays = []
-        for name in wanted[param_path]:
+        host = np.empty((len(wanted[param_path]), *shape), hf.DTYPES[cfg.param_dtype])
+        for i, name in enumerate(wanted[param_path]):
             t = tensors[name]
             w = dequantize(t.data, t.type_name, t.shape, name=name)
-            arrays.append(_param_from_gguf(w, name, param_path, shape, cfg))
+            host[i] = _param_from_gguf(w, name, param_path, shape, cfg)
             bar.update()
-        flat[param_path] = jnp.asarray(np.stack(arrays) if stacked else arrays[0])
+        flat[param_path] = jax.device_put(host if stacked else host[0])
     bar.close()
     return cfg, traverse_util.unflatten_dict(flat, sep="/"), tokenizer
 
