@@ -62,7 +62,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    # the interval contains p; min / max keep that exact under rounding (p = 0 or 1 included)
+    return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))
 
 
 def pass_at_k(n, c, k: int) -> np.ndarray:

@@ -24,6 +24,14 @@ def test_wilson_known_values(successes, n, low, high):
     assert got == pytest.approx((low, high), abs=1e-6)
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 10, 49, 100, 101, 1000])
+def test_wilson_contains_the_proportion_exactly(n):
+    for successes in range(0, n + 1, max(1, n // 10)):
+        low, high = stats.wilson_interval(successes, n)
+        assert 0.0 <= low <= successes / n <= high <= 1.0
+    assert stats.wilson_interval(0, n)[0] == 0.0 and stats.wilson_interval(n, n)[1] == 1.0
+
+
 def test_wilson_matches_scipy():
     scipy_stats = pytest.importorskip("scipy.stats")
     for successes, n, conf in [(3, 7, 0.9), (41, 50, 0.95), (1, 1000, 0.99)]:

@@ -61,8 +61,8 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
     Returns:
       ``{"task", "knob", "n", "samples", "temperature", "max_new_tokens", "split", "seed", "chat",
       "confidence", "overall", "by_difficulty", "by_split", "problems"}``: ``overall``, each
-      ``by_difficulty[d]`` and ``by_split[s]`` as :func:`jaxlab.evals.scoring.summarize_records`, ``problems`` the
-      per-problem records of :func:`jaxlab.evals.scoring.score_problem`.
+      ``by_difficulty[d]`` and ``by_split[s]`` as :func:`jaxlab.evals.scoring.summarize_records`,
+      ``problems`` the per-problem records of :func:`jaxlab.evals.scoring.score_problem`.
     """
     task = tasks_lib.get(task) if isinstance(task, str) else task
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:

@@ -106,7 +106,8 @@ def plot_by_difficulty(task: dict, path: Path) -> None:
         vals = [metric_value(task["by_difficulty"][d], name) for d in levels]
         x = [int(d) + dx for d in levels]
         y = [v for v, _, _ in vals]
-        yerr = [[v - lo for v, lo, _ in vals], [hi - v for v, _, hi in vals]]
+        # a percentile bootstrap interval need not contain the mean: no negative bar lengths
+        yerr = [[max(0.0, v - lo) for v, lo, _ in vals], [max(0.0, hi - v) for v, _, hi in vals]]
         ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
     ax.set_xticks([int(d) for d in levels])
     ax.set_xlabel(f"difficulty ({task.get('knob', 'level')})")
@@ -118,6 +119,34 @@ def plot_by_difficulty(task: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _cell(metric: dict | None, value_key: str = "value") -> str:
+    if metric is None:
+        return ""
+    return f"{metric[value_key]:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
+
+
+def results_table(folders) -> str:
+    """Markdown: one row per evaluation folder (its results.json), the task's overall greedy
+    accuracy, pass@1, the largest pass@k and maj@k with their intervals, and the share of
+    well-formed greedy answers. Raises FileNotFoundError naming a folder without results."""
+    head = ["task", "n", "split", "samples", "greedy", "pass@1", "pass@k", "maj@k", "well formed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for folder in folders:
+        path = Path(folder) / RESULTS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: not an evaluation folder")
+        task = json.loads(path.read_text()).get("task_results")
+        if task is None:
+            continue
+        overall, k = task["overall"], task["samples"]
+        cells = [f"[{task['task']}]({Path(folder).name}/{REPORT_FILE})", str(task["n"]), task["split"],
+                 str(k), _cell(overall.get("greedy"), "accuracy"), _cell(overall.get("pass@1")),
+                 f"k={k}: {_cell(overall[f'pass@{k}'])}" if k else "", _cell(overall.get(f"maj@{k}")),
+                 f"{overall['format_rate']:.3f}" if "format_rate" in overall else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
@@ -136,8 +165,9 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
         with open(paths["completions"], "w") as f:
             for record in task["problems"]:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        paths["plot"] = out / PLOT_FILE
-        plot_by_difficulty(task, paths["plot"])
     paths["results"].write_text(json.dumps(summary, indent=2) + "\n")
     paths["report"].write_text(render_report(summary))
+    if task is not None:
+        paths["plot"] = out / PLOT_FILE
+        plot_by_difficulty(task, paths["plot"])
     return paths

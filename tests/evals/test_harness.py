@@ -12,6 +12,7 @@ from jaxlab.data import ByteTokenizer
 from jaxlab.data import chat as chat_lib
 from jaxlab.evals import complete, encode_task_prompt, evaluate_task, evaluation_problems, write_results
 from jaxlab.evals.generation import PROMPT_BUCKET, _batch_arrays, prompts_as_chat
+from jaxlab.evals.report import plot_by_difficulty, results_table
 from jaxlab.samplers import SampleConfig
 
 BYTES = ByteTokenizer()
@@ -63,7 +64,24 @@ def test_write_results_round_trip(byte_results, tmp_path):
     assert [json.loads(line)["prompt"] for line in lines] == [p["prompt"] for p in byte_results["problems"]]
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = paths["report"].read_text()
-    assert "| all | 7 |" in report and "| ood split | 3 |" in report and "maj@3" in report and "eval.png" in report
+    assert "| all | 7 |" in report and "| ood split | 3 |" in report
+    assert "maj@3" in report and "eval.png" in report
+    table = results_table([tmp_path / "out"]).splitlines()
+    g = byte_results["overall"]["greedy"]
+    assert len(table) == 3 and table[2].startswith("| [countdown](out/report.md) | 7 | all | 3 | ")
+    assert f"{g['accuracy']:.3f} [{g['low']:.3f}, {g['high']:.3f}]" in table[2]
+    with pytest.raises(FileNotFoundError, match="not an evaluation folder"):
+        results_table([tmp_path])
+
+
+def test_plot_takes_intervals_that_miss_the_value(tmp_path):
+    # a percentile bootstrap interval may lie beside the mean; Wilson's at 0 has low == 0
+    level = {"n": 3, "greedy": {"accuracy": 0.0, "low": 0.0, "high": 0.5},
+             "pass@1": {"value": 0.2, "low": 0.25, "high": 0.4}}
+    task = {"task": "countdown", "knob": "numbers", "n": 3, "confidence": 0.95, "overall": level,
+            "by_difficulty": {"3": level}}
+    plot_by_difficulty(task, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 def test_prompt_encoding():
