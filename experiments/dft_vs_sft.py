@@ -32,7 +32,8 @@ import jax
 import numpy as np
 
 from jaxlab import tasks
-from jaxlab.data import ByteTokenizer
+from jaxlab.data.chat import encode_prompt
+from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.train import sharding as shd
@@ -79,15 +80,16 @@ def _mesh():
     return shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
 
 
-def greedy_accuracy(params, model_cfg, task, examples, *, max_new_tokens: int) -> float:
+def greedy_accuracy(params, model_cfg, task, examples, *, max_new_tokens: int,
+                    tokenizer: Tokenizer = BYTES) -> float:
     """Exact-match accuracy of greedy answers to ``examples`` under ``task.verify``."""
-    tok = ByteTokenizer()
-    tokens, mask = pad_prompts([tok.encode(e.prompt, bos=True) for e in examples], pad_id=tok.pad_id)
+    tok = tokenizer
+    tokens, mask = pad_prompts([encode_prompt(e.prompt, tok) for e in examples], pad_id=tok.pad_id)
     out = generate(params, model_cfg, tokens, mask, jax.random.key(0),
                    SampleConfig(max_new_tokens=max_new_tokens, temperature=0.0,
-                                stop_tokens=(tok.eos_id,), pad_id=tok.pad_id))
+                                stop_tokens=tuple(tok.eos_ids), pad_id=tok.pad_id))
     toks, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-    answers = [tok.decode(toks[i, :lengths[i]]) for i in range(len(examples))]
+    answers = [tok.decode(toks[i, :lengths[i]], stop_at_eos=True) for i in range(len(examples))]
     return float(np.mean([task.verify(e, a) for e, a in zip(examples, answers)]))
 
 

@@ -16,7 +16,9 @@ Protocol.
      L = L_SFT(D_verify) + lam * L_SFT(D_correct), each a token mean over its own tokens
      (exact per step: the correct-solution rows carry the weight lam * N_verify / N_correct
      of the step, and the step divides by N_verify). Score: p("Yes") = softmax(logits)[Y] at the
-     position that predicts the verdict (``jaxlab.losses.verifier.p_yes``, over the vocabulary).
+     position that predicts the verdict (``jaxlab.losses.verifier.p_yes``, over the vocabulary)
+     when the first tokens of "Yes" and "No" differ (bytes: "Y" / "N"), else the whole-word
+     probability exp(log p("Yes")) of a teacher-forced row (``genrm_scores``).
   4. Classifier, initialised from the generator, on the same verification prompts and labels: a
      linear head w.h + b on the final hidden state (after the final norm) at the same position,
      trained with binary cross-entropy, with the same steps, batch size and optimiser.
@@ -43,15 +45,24 @@ import numpy as np
 
 from jaxlab import tasks
 from jaxlab.analysis.displacement import unembedding_inputs
-from jaxlab.data import ByteTokenizer
 from jaxlab.data.chat import (
+    encode_prompt,
     encode_record,
     pad_rows,
     sft_dataset,
+    verdict_ids,
     verification_record,
 )
-from jaxlab.losses.lm import cross_entropy_sums
-from jaxlab.losses.verifier import first_target_index, logits_at, p_yes
+from jaxlab.data.tokenizer import BYTES, Tokenizer
+from jaxlab.losses.lm import cross_entropy_sums, sequence_logprobs
+from jaxlab.losses.verifier import (
+    first_target_index,
+    first_token_decides,
+    logits_at,
+    p_yes,
+    p_yes_from_logprobs,
+    verdict_word_mask,
+)
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.train import sharding as shd
@@ -105,24 +116,25 @@ def _mesh():
 # ---------------------------------------------------------------- candidates
 
 def sample_solutions(params, model_cfg, prompts: list[str], n: int, *, temperature: float,
-                     max_new_tokens: int, key) -> list[list[str]]:
-    """``n`` sampled completions (text before EOS) of each prompt."""
-    tok = ByteTokenizer()
-    rows = [tok.encode(p, bos=True) for p in prompts for _ in range(n)]
+                     max_new_tokens: int, key, tokenizer: Tokenizer = BYTES) -> list[list[str]]:
+    """``n`` sampled completions (text before the first stop id) of each prompt."""
+    tok = tokenizer
+    rows = [encode_prompt(p, tok) for p in prompts for _ in range(n)]
     tokens, mask = pad_prompts(rows, pad_id=tok.pad_id)
     out = generate(params, model_cfg, tokens, mask, key,
                    SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                stop_tokens=(tok.eos_id,), pad_id=tok.pad_id))
+                                stop_tokens=tuple(tok.eos_ids), pad_id=tok.pad_id))
     toks = np.asarray(out.tokens)
     texts = [tok.decode(toks[i], stop_at_eos=True).replace("\n", " ") for i in range(len(rows))]
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def verification_rows(problems: list[str], solutions: list[str], seq_len: int) -> dict:
-    """Right-padded rows of the verification prompts (with the "Yes" target, whose first
-    position is where the verdict is read)."""
-    return pad_rows([encode_record(verification_record(p, s, True)) for p, s in zip(problems, solutions)],
-                    seq_len)
+def verification_rows(problems: list[str], solutions: list[str], seq_len: int,
+                      tokenizer: Tokenizer = BYTES, verdict: bool = True) -> dict:
+    """Right-padded rows of the verification prompts with the "Yes" target (``verdict``;
+    "No" otherwise), whose first target position is where the verdict is read."""
+    return pad_rows([encode_record(verification_record(p, s, verdict), tokenizer)
+                     for p, s in zip(problems, solutions)], seq_len, tokenizer)
 
 
 # ---------------------------------------------------------------- GenRM
@@ -133,8 +145,10 @@ class GenRMSource:
     the step's target counts), so that summing verify_nll + scale * correct_nll and dividing by
     N_v gives L_SFT(D_verify) + lam * L_SFT(D_correct) exactly."""
 
-    def __init__(self, verify_records, correct_records, *, lam, batch_size, seq_len, seed):
-        make = functools.partial(sft_dataset, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    def __init__(self, verify_records, correct_records, *, lam, batch_size, seq_len, seed,
+                 tokenizer: Tokenizer = BYTES):
+        make = functools.partial(sft_dataset, seq_len=seq_len, batch_size=batch_size, seed=seed,
+                                 tokenizer=tokenizer)
         self.verify = iter(make(verify_records))
         self.correct = iter(make(correct_records)) if correct_records and lam > 0 else None
         self.lam = lam
@@ -173,12 +187,33 @@ def genrm_loss_sums(params, batch, key, *, model_cfg):
             "count": v["count"]}
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def genrm_scores(params, rows, model_cfg):
-    """p("Yes") at the verdict position of each verification row, [B]."""
-    logits = transformer.apply(params, rows["inputs"], model_cfg, positions_BT=rows["positions"],
-                               segment_ids_BT=rows["segment_ids"])
-    return p_yes(logits_at(logits, first_target_index(rows["mask"])))
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def genrm_scores(params, rows, model_cfg, yes_ids: tuple, no_ids: tuple):
+    """p("Yes") of each verification row, [B]. ``rows``: :func:`scoring_rows`. When the first
+    tokens decide: softmax(logits)[Y] at the verdict position; otherwise the whole-word
+    probability exp(log p("Yes" tokens)) of the teacher-forced "Yes" row (the "No" rows,
+    ``no_*``, give log p("No") for the two-way variant of p_yes_from_logprobs)."""
+    def logits_of(prefix):
+        return transformer.apply(params, rows[prefix + "inputs"], model_cfg,
+                                 positions_BT=rows[prefix + "positions"],
+                                 segment_ids_BT=rows[prefix + "segment_ids"])
+    logits = logits_of("")
+    if first_token_decides(yes_ids, no_ids):
+        return p_yes(logits_at(logits, first_target_index(rows["mask"])), yes_ids[0], no_ids[0])
+    logp_yes, _ = sequence_logprobs(logits, rows["targets"], verdict_word_mask(rows["mask"], len(yes_ids)))
+    logp_no, _ = sequence_logprobs(logits_of("no_"), rows["no_targets"],
+                                   verdict_word_mask(rows["no_mask"], len(no_ids)))
+    return p_yes_from_logprobs(logp_yes, logp_no)
+
+
+def scoring_rows(problems: list[str], solutions: list[str], seq_len: int, tokenizer: Tokenizer = BYTES) -> dict:
+    """The rows :func:`genrm_scores` reads: "Yes" rows, plus "No" rows (``no_*``) when the
+    verdicts' first tokens do not decide."""
+    rows = verification_rows(problems, solutions, seq_len, tokenizer)
+    if not first_token_decides(*verdict_ids(tokenizer)):
+        no = verification_rows(problems, solutions, seq_len, tokenizer, verdict=False)
+        rows.update({f"no_{k}": v for k, v in no.items()})
+    return rows
 
 
 # ---------------------------------------------------------------- classifier head
@@ -257,15 +292,16 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     test = splits["test"]
     mesh = _mesh()
     max_new = 2 * max(cfg.digits) + 3
+    tok = BYTES  # the model's tokenizer (a byte model here)
 
     gen = train_sft(workdir / "generator", [{"prompt": e.prompt, "response": e.answer} for e in gen_train],
-                    model_cfg=cfg.model, optim=cfg.gen_optim, mesh=mesh, progress=progress,
+                    model_cfg=cfg.model, optim=cfg.gen_optim, mesh=mesh, progress=progress, tokenizer=tok,
                     sft=SFTConfig(steps=cfg.gen_steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                                   seed=cfg.seed, checkpoint_every=cfg.gen_steps))
     gen_params = gen.state.params
     key_train, key_test = jax.random.split(jax.random.key(cfg.seed + 1))
     sample = functools.partial(sample_solutions, gen_params, cfg.model, temperature=cfg.temperature,
-                               max_new_tokens=max_new)
+                               max_new_tokens=max_new, tokenizer=tok)
     train_sols = sample([e.prompt for e in verify_problems], cfg.n_train_samples, key=key_train)
     test_sols = sample([e.prompt for e in test], cfg.n_best_of, key=key_test)
     train_items = [(e, s, task.verify(e, s)) for e, sols in zip(verify_problems, train_sols) for s in sols]
@@ -286,12 +322,13 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
                 init_params=gen_params, param_axes=transformer.param_axes,
                 loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=cfg.model),
                 source=GenRMSource(verify_records, correct_records, lam=cfg.lam,
-                                   batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed),
+                                   batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
+                                   tokenizer=tok),
                 normalize_fn=genrm_normalize, progress=progress)
 
     # Classifier head on the same verification prompts and labels.
     train_rows = verification_rows([e.prompt for e, _, _ in train_items], [s for _, s, _ in train_items],
-                                   cfg.seq_len)
+                                   cfg.seq_len, tok)
     train_rows["label"] = np.asarray([c for _, _, c in train_items], np.float32)
     clf = fit(workdir / "classifier", name="classifier", fcfg=fcfg, optim=cfg.verifier_optim, mesh=mesh,
               init_params=classifier_init(gen_params, cfg.model.d_model), param_axes=classifier_axes,
@@ -300,9 +337,10 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
 
     # Best-of-N on the test problems.
     flat_problems = [e.prompt for e, sols in zip(test, test_sols) for _ in sols]
-    test_rows = verification_rows(flat_problems, [s for sols in test_sols for s in sols], cfg.seq_len)
+    test_rows = scoring_rows(flat_problems, [s for sols in test_sols for s in sols], cfg.seq_len, tok)
     shape = test_correct.shape
-    g_scores = _scores_in_chunks(lambda r: genrm_scores(genrm.state.params, r, cfg.model), test_rows)
+    yes_no = verdict_ids(tok)
+    g_scores = _scores_in_chunks(lambda r: genrm_scores(genrm.state.params, r, cfg.model, *yes_no), test_rows)
     clf_fn = jax.jit(functools.partial(classifier_logits, model_cfg=cfg.model))
     c_scores = _scores_in_chunks(lambda r: clf_fn(clf.state.params, r), test_rows)
     g_scores, c_scores = g_scores.reshape(shape), c_scores.reshape(shape)

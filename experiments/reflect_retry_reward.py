@@ -67,7 +67,7 @@ def first_and_second(params, model_cfg, examples, rl: RLConfig) -> tuple[float, 
     second = first.copy()
     if len(failed):
         contexts = [reflect_lib.reflection_context(examples[i].prompt, out["tokens"][i, :out["lengths"][i]]) for i in failed]
-        reflect_greedy = dataclasses.replace(rl.reflect_sample, temperature=0.0)
+        reflect_greedy = dataclasses.replace(rl.reflect_sample_config(), temperature=0.0)
         retry = reflect_lib.reflect_and_retry(params, model_cfg, contexts, key,
                                               reflect_cfg=reflect_greedy, answer_cfg=greedy)
         second[failed] = score_responses([examples[i] for i in failed], retry["answer_text"])[1]

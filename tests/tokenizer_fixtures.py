@@ -21,14 +21,14 @@ def _corpus() -> list[str]:
     for a in range(0, 100, 3):
         for b in range(0, 100, 7):
             lines.append(f"{a}+{b}={a + b}")
-    lines += ["Is the answer correct? Yes", "Is the answer correct? No", "Wrong. Reflect: Retry:",
-              "User: Assistant: System: hello world, how are you? I am fine.", "system user assistant",
+    common = ["Is the answer correct? Yes", "Is the answer correct? No", "Wrong. Reflect: Retry:",
+              "User: Assistant: System: hello world, how are you? I am fine.", "system\n user\n assistant\n",
               "You are a helpful AI assistant named SmolLM, trained by Hugging Face"]
-    return lines * 3
+    return lines + common * 100  # frequent enough that the system message merges into few tokens
 
 
 @functools.cache
-def raw_bpe(vocab_size: int = 400):
+def raw_bpe(vocab_size: int = 512):
     """A ``tokenizers.Tokenizer``: byte-level BPE (every byte is a token, so any text encodes)
     with the four SPECIALS first."""
     import tokenizers

@@ -240,6 +240,12 @@ def encode_pair(record: Mapping[str, Any], tokenizer: Tokenizer = BYTES
             encode_example(record["prompt"], record["rejected"], tokenizer))
 
 
+def verdict_ids(tokenizer: Tokenizer = BYTES) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The token ids of the verdicts "Yes" and "No" as a response is encoded (the word alone,
+    without the end of the turn). Bytes: (89, 101, 115) and (78, 111)."""
+    return (tuple(int(i) for i in _ids(tokenizer, YES)), tuple(int(i) for i in _ids(tokenizer, NO)))
+
+
 def verification_record(problem: str, solution: str, correct: bool) -> dict[str, str]:
     """The GenRM verification example of a candidate solution: prompt = problem + solution +
     "\\n" + "Is the answer correct? ", response "Yes" if ``correct`` else "No"."""

@@ -16,17 +16,18 @@ both counts; :func:`genrm_objective` combines them once the sums cover the whole
 micro-batch's exact share, so that shares add up to L in value and gradient.
 
 Score. The verdict is read at the position whose target is the first verdict token (the last
-prompt token), :func:`first_target_index`. With the byte tokenizer "Yes" and "No" are several
-tokens; the score uses their first bytes, which already decide the verdict:
+prompt token), :func:`first_target_index`. "Yes" and "No" are one token or several depending
+on the tokenizer (:func:`jaxlab.data.chat.verdict_ids`); when their first tokens differ
+(:func:`first_token_decides`, e.g. bytes "Y" / "N"), that position decides the verdict:
 
     p_Yes = softmax(logits)[Y]                       over="vocab"  (the paper's p(Yes))
     p_Yes = p[Y] / (p[Y] + p[N]) = sigma(z_Y - z_N)   over="yes_no" (two-way, ignores the mass
                                                                     on every other token)
 
-``p_yes_from_logprobs`` takes instead whole-word log-probs (log p("Yes"), log p("No"), e.g.
-:func:`jaxlab.losses.lm.sequence_logprobs` of two teacher-forced rows), for a tokenizer where
-the first tokens do not decide. GenRM-CoT averages over K sampled rationales:
-r = (1 / K) sum_k p_Yes(x, y, v_k) (:func:`p_yes_mean`).
+with Y, N the first ids of the two words. Otherwise the score takes whole-word log-probs
+(log p("Yes"), log p("No"): :func:`jaxlab.losses.lm.sequence_logprobs` of two teacher-forced
+rows over :func:`verdict_word_mask`) in :func:`p_yes_from_logprobs`. GenRM-CoT averages over K
+sampled rationales: r = (1 / K) sum_k p_Yes(x, y, v_k) (:func:`p_yes_mean`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ import jax.numpy as jnp
 
 from jaxlab.losses.lm import cross_entropy_sums
 
-YES_ID = ord("Y")  # first byte of "Yes" under the byte tokenizer
-NO_ID = ord("N")   # first byte of "No"
 OVER = ("vocab", "yes_no")
 
 
@@ -103,8 +102,21 @@ def logits_at(logits_BTV: jax.Array, index_B: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logits_BTV, index_B[:, None, None].astype(jnp.int32), axis=1)[:, 0]
 
 
-def p_yes(logits_V: jax.Array, yes_id: int = YES_ID, no_id: int = NO_ID, *,
-          over: str = "vocab") -> jax.Array:
+def first_token_decides(yes_ids: tuple[int, ...], no_ids: tuple[int, ...]) -> bool:
+    """True when the verdicts' first tokens differ, so the first position's logits decide."""
+    if not yes_ids or not no_ids:
+        raise ValueError(f"verdict words need at least one token each, got {yes_ids}, {no_ids}")
+    return yes_ids[0] != no_ids[0]
+
+
+def verdict_word_mask(mask_BT: jax.Array, n_word: int) -> jax.Array:
+    """The first ``n_word`` masked targets of each row (the verdict word of a teacher-forced
+    verification row, without the end-of-turn tokens that follow it), [B, T] float32."""
+    mask_BT = jnp.asarray(mask_BT, jnp.float32)
+    return mask_BT * (jnp.cumsum(mask_BT > 0, axis=-1) <= n_word)
+
+
+def p_yes(logits_V: jax.Array, yes_id: int, no_id: int, *, over: str = "vocab") -> jax.Array:
     """p(Yes) from the logits at the verdict position; any leading shape ([..., V] -> [...]):
 
         over="vocab":   exp(z_Y) / sum_v exp(z_v)

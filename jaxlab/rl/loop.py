@@ -22,6 +22,9 @@ the retry's correctness, with the loss on the reflection tokens only.
 Resume: the source's state (rollout counter, curriculum) is checkpointed; a rollout batch is
 resampled from the restored params, so a run resumed at a step that starts a rollout (a
 multiple of ppo_epochs, e.g. checkpoint_every a multiple of it) continues exactly.
+
+The tokenizer (default: bytes) encodes prompts with its chat template, decodes completions and
+gives the stop and pad ids (:meth:`RLConfig.sample_config`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import jax
 import numpy as np
 
 from jaxlab.data.chat import encode_prompt
-from jaxlab.data.tokenizer import EOS_ID
+from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses import policy as policy_lib
 from jaxlab.models import transformer
 from jaxlab.rl import reflect as reflect_lib
@@ -112,26 +115,29 @@ class RLConfig:
         if self.pass_k > self.group_size:
             raise ValueError(f"rl.pass_k={self.pass_k} must be <= group_size={self.group_size}")
 
-    @property
-    def sample(self):
-        return default_sample_config(self.max_new_tokens, self.temperature)
+    def sample_config(self, tokenizer: Tokenizer = BYTES):
+        """Sampling of answers: the RL temperature, stopping at the tokenizer's stop ids."""
+        return default_sample_config(self.max_new_tokens, self.temperature, tokenizer)
 
-    @property
-    def reflect_sample(self):
-        return dataclasses.replace(default_sample_config(self.reflect_max_tokens, self.temperature),
-                                   stop_tokens=(reflect_lib.NEWLINE, EOS_ID))
+    def reflect_sample_config(self, tokenizer: Tokenizer = BYTES, stop_tokens: tuple | None = None):
+        """Sampling of reflections: up to ``reflect_max_tokens``, stopping at a newline or a
+        stop id (``stop_tokens``: :func:`jaxlab.rl.reflect.reflect_stop_tokens`, computed when
+        not given)."""
+        stops = reflect_lib.reflect_stop_tokens(tokenizer) if stop_tokens is None else stop_tokens
+        return dataclasses.replace(default_sample_config(self.reflect_max_tokens, self.temperature, tokenizer),
+                                   stop_tokens=stops)
 
     @property
     def rows(self) -> int:
         return self.prompts_per_step * self.group_size
 
 
-def row_width(examples: Sequence, rl: RLConfig) -> int:
+def row_width(examples: Sequence, rl: RLConfig, tokenizer: Tokenizer = BYTES) -> int:
     """Columns a training row needs for the longest prompt, rounded up to a multiple of 8."""
-    longest = max(len(encode_prompt(ex.prompt)) for ex in examples)
+    longest = max(len(encode_prompt(ex.prompt, tokenizer)) for ex in examples)
     if rl.mode == "reflect":
-        longest += rl.max_new_tokens + len(reflect_lib.REFLECT_PROMPT) + rl.reflect_max_tokens \
-            + len(reflect_lib.RETRY_PROMPT)
+        longest += rl.max_new_tokens + len(tokenizer.encode(reflect_lib.REFLECT_PROMPT)) \
+            + rl.reflect_max_tokens + len(tokenizer.encode(reflect_lib.RETRY_PROMPT))
     width = longest + rl.max_new_tokens - 1
     return -(-width // 8) * 8
 
@@ -142,7 +148,7 @@ def rl_loss_sums(params: dict, batch: dict, key: jax.Array, frozen: dict | None 
     distribution, then :func:`jaxlab.losses.policy.policy_loss_sums` (``frozen``: the
     reference params for the KL term)."""
     del key
-    sample = rl.sample
+    sample = rl.sample_config()  # the processing of the logits (stop ids play no part)
     logp_BW, entropy_BW = policy_logprobs(params, batch, model_cfg, sample)
     ref_logp_BW = None
     if frozen is not None:
@@ -166,12 +172,14 @@ class RolloutSource:
     params (module docstring)."""
 
     def __init__(self, examples: Sequence, *, model_cfg: transformer.Config, rl: RLConfig,
-                 width: int | None = None):
+                 width: int | None = None, tokenizer: Tokenizer = BYTES):
         if len(examples) == 0:
             raise ValueError("RL needs at least one prompt")
-        self.examples, self.model_cfg, self.rl = list(examples), model_cfg, rl
-        self.prompts = [encode_prompt(ex.prompt) for ex in self.examples]
-        self.width = row_width(self.examples, rl) if width is None else width
+        self.examples, self.model_cfg, self.rl, self.tok = list(examples), model_cfg, rl, tokenizer
+        self.prompts = [encode_prompt(ex.prompt, tokenizer) for ex in self.examples]
+        self.width = row_width(self.examples, rl, tokenizer) if width is None else width
+        self.sample = rl.sample_config(tokenizer)
+        self.reflect_sample = rl.reflect_sample_config(tokenizer) if rl.mode == "reflect" else None
         self.curriculum = PassRateCurriculum(len(self.examples), enabled=rl.curriculum,
                                              cooldown=rl.curriculum_cooldown)
         self.rollouts = 0  # rollout batches drawn so far
@@ -183,8 +191,8 @@ class RolloutSource:
         rl, G = self.rl, self.rl.group_size
         prompts = [self.prompts[i] for i in idx for _ in range(G)]
         exs = [self.examples[i] for i in idx for _ in range(G)]
-        out = sample_completions(params, self.model_cfg, prompts, key, rl.sample)
-        texts = [decode_response(t, m) for t, m in zip(out["tokens"], out["mask"])]
+        out = sample_completions(params, self.model_cfg, prompts, key, self.sample)
+        texts = [decode_response(t, m, self.tok) for t, m in zip(out["tokens"], out["mask"])]
         rewards, correct = score_responses(exs, texts, format_coef=rl.format_coef)
         if rl.overlong == "soft":
             rewards = rewards + rl.overlong_coef * soft_overlong_penalty(
@@ -198,19 +206,20 @@ class RolloutSource:
     def _reflect_groups(self, params, idx, key):
         rl, G = self.rl, self.rl.group_size
         k_first, k_retry = jax.random.split(key)
-        first = sample_completions(params, self.model_cfg, [self.prompts[i] for i in idx], k_first, rl.sample)
-        texts = [decode_response(t, m) for t, m in zip(first["tokens"], first["mask"])]
+        first = sample_completions(params, self.model_cfg, [self.prompts[i] for i in idx], k_first, self.sample)
+        texts = [decode_response(t, m, self.tok) for t, m in zip(first["tokens"], first["mask"])]
         first_correct = score_responses([self.examples[i] for i in idx], texts)[1]
         failed = [j for j in range(len(idx)) if not first_correct[j]]
         extra = {"first_try": float(first_correct.mean()), "failed": len(failed)}
         if not failed:
             return None, extra
         contexts = [reflect_lib.reflection_context(self.examples[idx[j]].prompt,
-                                                    first["tokens"][j, :first["lengths"][j]])
+                                                    first["tokens"][j, :first["lengths"][j]], self.tok)
                     for j in failed for _ in range(G)]
         exs = [self.examples[idx[j]] for j in failed for _ in range(G)]
         out = reflect_lib.reflect_and_retry(params, self.model_cfg, contexts, k_retry,
-                                            reflect_cfg=rl.reflect_sample, answer_cfg=rl.sample)
+                                            reflect_cfg=self.reflect_sample, answer_cfg=self.sample,
+                                            tokenizer=self.tok)
         rewards, correct = score_responses(exs, out["answer_text"], format_coef=rl.format_coef)
         tokens, masks, logps = reflect_lib.reflection_responses(out)
         lengths = np.array([len(f) for f in out["reflection"]])
@@ -261,15 +270,15 @@ class RolloutSource:
             rewards.append(groups["rewards"][g])
         missing = P - len(kept)
         if missing:  # fully masked filler rows: they add nothing to any sum
-            filler = encode_prompt("")
+            filler = encode_prompt("", self.tok)
             prompts += [filler] * (missing * G)
-            tokens += [np.array([EOS_ID], np.int32)] * (missing * G)
+            tokens += [np.array([self.tok.eos_id], np.int32)] * (missing * G)
             masks += [np.zeros(1, np.float32)] * (missing * G)
             logps += [np.zeros(1, np.float32)] * (missing * G)
             rewards += [np.zeros(G, np.float32)] * missing
         rewards_PG = np.stack(rewards)
         adv_PG = np.asarray(ADVANTAGES[rl.advantage](rewards_PG), np.float32)
-        batch = build_rows(prompts, tokens, masks, logps, self.width)
+        batch = build_rows(prompts, tokens, masks, logps, self.width, self.tok)
         batch["advantages"] = adv_PG.reshape(-1)
 
         metrics = {"time_rollout_s": time.perf_counter() - t0, "sample_rounds": float(rounds),
@@ -322,7 +331,8 @@ class RolloutSource:
 
 def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.Config, rl: RLConfig,
              optim: OptimConfig, mesh, init_params: Callable | dict, ref_params: dict | None = None,
-             evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True) -> FitResult:
+             evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True,
+             tokenizer: Tokenizer = BYTES) -> FitResult:
     """Trains the policy with RL on task ``examples`` (:class:`jaxlab.tasks.Example`) in
     ``workdir`` (resumable), starting from ``init_params`` (a params pytree, e.g. an SFT warm
     start, or a function of a key). ``ref_params`` is the frozen reference of the KL term
@@ -333,7 +343,7 @@ def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.
     if rl.rows % divisor:
         raise ValueError(f"prompts_per_step x group_size = {rl.rows} rows must divide by the data "
                          f"devices x grad_accum = {divisor}")
-    source = RolloutSource(examples, model_cfg=model_cfg, rl=rl)
+    source = RolloutSource(examples, model_cfg=model_cfg, rl=rl, tokenizer=tokenizer)
     fcfg = FitConfig(steps=rl.steps, grad_accum=rl.grad_accum, seed=rl.seed, log_every=rl.log_every,
                      eval_every=rl.eval_every, checkpoint_every=rl.checkpoint_every)
     return fit(workdir, name=f"rl-{rl.mode}", fcfg=fcfg, optim=optim, mesh=mesh,

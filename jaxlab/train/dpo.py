@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.data.chat import BATCH_KEYS, preference_batch
+from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.preference import (
     LOSS_TYPES,
     needs_reference,
@@ -95,10 +96,10 @@ class DPOConfig:
 
 # ---------------------------------------------------------------- pair rows and log-probs
 
-def pair_rows(pairs: Sequence[Mapping], seq_len: int) -> dict[str, np.ndarray]:
+def pair_rows(pairs: Sequence[Mapping], seq_len: int, tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
     """The flat stacked rows of ``pairs`` (module docstring), [P, seq_len] each, plus
     ``ref_chosen`` / ``ref_rejected`` [P] when every pair carries them."""
-    stacked = preference_batch(list(pairs), seq_len=seq_len)
+    stacked = preference_batch(list(pairs), seq_len=seq_len, tokenizer=tokenizer)
     rows = {f"{half}_{k}": stacked[half][k] for half in HALVES for k in BATCH_KEYS}
     if all("ref_chosen" in p and "ref_rejected" in p for p in pairs):
         rows["ref_chosen"] = np.asarray([p["ref_chosen"] for p in pairs], np.float32)
@@ -126,7 +127,8 @@ def _jit_pair_logprobs(params, batch, model_cfg):
 
 
 def pair_sequence_logprobs(params: dict, model_cfg: transformer.Config, pairs: Sequence[Mapping],
-                           *, seq_len: int, batch_size: int = 64) -> dict[str, np.ndarray]:
+                           *, seq_len: int, batch_size: int = 64,
+                           tokenizer: Tokenizer = BYTES) -> dict[str, np.ndarray]:
     """log pi(y+ | x), log pi(y- | x) and the response token counts of every pair, as numpy
     [N] arrays (keys as a pair dict), in chunks of ``batch_size`` pairs (the last chunk is
     padded with copies of the first pair, so one compilation serves every chunk)."""
@@ -137,7 +139,8 @@ def pair_sequence_logprobs(params: dict, model_cfg: transformer.Config, pairs: S
         chunk = list(pairs[start:start + batch_size])
         n = len(chunk)
         chunk += [chunk[0]] * (batch_size - n)
-        rows = pair_rows([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in chunk], seq_len)
+        rows = pair_rows([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in chunk], seq_len,
+                         tokenizer)
         got = jax.device_get(_jit_pair_logprobs(params, rows, model_cfg))
         for k, parts in out.items():
             parts.append(np.asarray(got[k][:n], np.float32))
@@ -145,10 +148,12 @@ def pair_sequence_logprobs(params: dict, model_cfg: transformer.Config, pairs: S
 
 
 def with_reference_logprobs(pairs: Sequence[Mapping], ref_params: dict, model_cfg: transformer.Config,
-                            *, seq_len: int, batch_size: int = 64) -> list[dict]:
+                            *, seq_len: int, batch_size: int = 64,
+                            tokenizer: Tokenizer = BYTES) -> list[dict]:
     """Copies of ``pairs`` with ``ref_chosen`` and ``ref_rejected``: their log-probs under the
     reference params (the "precomputed" mode)."""
-    ref = pair_sequence_logprobs(ref_params, model_cfg, pairs, seq_len=seq_len, batch_size=batch_size)
+    ref = pair_sequence_logprobs(ref_params, model_cfg, pairs, seq_len=seq_len, batch_size=batch_size,
+                                 tokenizer=tokenizer)
     return [{**p, "ref_chosen": float(c), "ref_rejected": float(r)}
             for p, c, r in zip(pairs, ref["chosen"], ref["rejected"])]
 
@@ -182,8 +187,9 @@ class PairSource:
     seeded permutation, ``batch_size`` pairs per step; this process reads its contiguous
     share of each step's pairs. The state is the number of pairs consumed."""
 
-    def __init__(self, pairs: Sequence[Mapping], *, batch_size: int, seq_len: int, seed: int = 0):
-        self.rows = pair_rows(pairs, seq_len)  # encoded once
+    def __init__(self, pairs: Sequence[Mapping], *, batch_size: int, seq_len: int, seed: int = 0,
+                 tokenizer: Tokenizer = BYTES):
+        self.rows = pair_rows(pairs, seq_len, tokenizer)  # encoded once
         self.n = len(pairs)
         self.batch_size = batch_size
         self.seed = seed
@@ -215,10 +221,11 @@ class PairSource:
 def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: transformer.Config,
               dpo: DPOConfig, optim: OptimConfig, mesh, init_params: dict | Callable,
               ref_params: dict | None = None, evaluate: Callable[[dict, int], dict] | None = None,
-              progress: bool = True) -> FitResult:
+              progress: bool = True, tokenizer: Tokenizer = BYTES) -> FitResult:
     """Preference-optimises the policy, starting from ``init_params`` (a params pytree, or a
     function of a key), on ``pairs`` in ``workdir`` (resumable). ``ref_params``: the reference
-    model (default: ``init_params``, which must then be a pytree); unused by SimPO."""
+    model (default: ``init_params``, which must then be a pytree); unused by SimPO. Pairs are
+    encoded by ``tokenizer`` with its chat template (default: bytes)."""
     if len(pairs) == 0:
         raise ValueError("DPO needs at least one preference pair")
     uses_ref = needs_reference(dpo.loss_type)
@@ -230,10 +237,11 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
     frozen = None
     if uses_ref and dpo.reference == "precomputed":
         pairs = with_reference_logprobs(pairs, ref_params, model_cfg, seq_len=dpo.seq_len,
-                                        batch_size=dpo.ref_batch_size)
+                                        batch_size=dpo.ref_batch_size, tokenizer=tokenizer)
     elif uses_ref:
         frozen = ref_params
-    source = PairSource(pairs, batch_size=dpo.batch_size, seq_len=dpo.seq_len, seed=dpo.seed)
+    source = PairSource(pairs, batch_size=dpo.batch_size, seq_len=dpo.seq_len, seed=dpo.seed,
+                        tokenizer=tokenizer)
     fcfg = FitConfig(steps=dpo.steps, grad_accum=dpo.grad_accum, seed=dpo.seed,
                      log_every=dpo.log_every, eval_every=dpo.eval_every,
                      checkpoint_every=dpo.checkpoint_every)

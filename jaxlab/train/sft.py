@@ -16,6 +16,7 @@ from typing import Literal
 import jax
 
 from jaxlab.data.chat import sft_dataset
+from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.lm import cross_entropy_sums, dft_sums
 from jaxlab.models import transformer
 from jaxlab.train.fit import FitConfig, FitResult, IteratorSource, fit
@@ -57,14 +58,17 @@ def sft_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: trans
 
 def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: transformer.Config,
               sft: SFTConfig, optim: OptimConfig, mesh, init_params: Callable | dict | None = None,
-              evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True) -> FitResult:
+              evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True,
+              tokenizer: Tokenizer = BYTES) -> FitResult:
     """Fine-tunes on ``records`` in ``workdir`` (resumable); ``init_params`` is a params pytree
-    to start from (a warm start), a function of a key, or None for a fresh model."""
+    to start from (a warm start), a function of a key, or None for a fresh model. Records are
+    encoded by ``tokenizer`` with its chat template (default: bytes)."""
     if len(records) == 0:
         raise ValueError("SFT needs at least one record")
     per_process = sft.batch_size // jax.process_count()
     ds = sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process, seed=sft.seed,
-                     shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=True)
+                     shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=True,
+                     tokenizer=tokenizer)
     if init_params is None:
         init_params = functools.partial(transformer.init, model_cfg)
     fcfg = FitConfig(steps=sft.steps, grad_accum=sft.grad_accum, seed=sft.seed,

@@ -11,22 +11,31 @@ from jaxlab.losses import verifier
 from jaxlab.losses.lm import cross_entropy, sequence_logprobs
 
 LN2, LN3 = np.log(2.0), np.log(3.0)
+(YES_ID, *_), (NO_ID, *_) = chat.verdict_ids()  # bytes: "Y", "N"
 
 
-def test_yes_and_no_ids_are_the_first_bytes_of_the_verdicts():
-    assert verifier.YES_ID == chat.YES.encode()[0] and verifier.NO_ID == chat.NO.encode()[0]
+def test_verdict_ids_and_whether_the_first_token_decides():
+    yes, no = chat.verdict_ids()
+    assert yes == tuple(b"Yes") and no == tuple(b"No")
+    assert verifier.first_token_decides(yes, no)
+    assert not verifier.first_token_decides((5, 7), (5, 9))  # e.g. " Y" + "es" vs " Y" + "o"
+    with pytest.raises(ValueError, match="at least one token"):
+        verifier.first_token_decides((), (3,))
+    mask = jnp.array([[0, 1, 1, 1, 1, 0], [1, 0, 1, 1, 0, 0]], jnp.float32)
+    np.testing.assert_array_equal(verifier.verdict_word_mask(mask, 2),
+                                  [[0, 1, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0]])
 
 
 def test_p_yes_over_vocab_and_over_yes_no_hand_computed():
     # Byte vocab (259): z_Y = ln 3, z_N = 0, every other logit 0 -> exp sum = 3 + 258.
-    logits = jnp.zeros((VOCAB_SIZE,)).at[verifier.YES_ID].set(LN3)
-    np.testing.assert_allclose(verifier.p_yes(logits), 3 / 261, rtol=1e-6)
-    np.testing.assert_allclose(verifier.p_yes(logits, over="yes_no"), 3 / 4, rtol=1e-6)
+    logits = jnp.zeros((VOCAB_SIZE,)).at[YES_ID].set(LN3)
+    np.testing.assert_allclose(verifier.p_yes(logits, YES_ID, NO_ID), 3 / 261, rtol=1e-6)
+    np.testing.assert_allclose(verifier.p_yes(logits, YES_ID, NO_ID, over="yes_no"), 3 / 4, rtol=1e-6)
     # Leading axes are kept: [B, K, V] -> [B, K].
     batch = jnp.stack([logits, jnp.zeros((VOCAB_SIZE,))])[:, None, :]
-    np.testing.assert_allclose(verifier.p_yes(batch, over="yes_no"), [[0.75], [0.5]], rtol=1e-6)
+    np.testing.assert_allclose(verifier.p_yes(batch, YES_ID, NO_ID, over="yes_no"), [[0.75], [0.5]], rtol=1e-6)
     with pytest.raises(ValueError, match="over"):
-        verifier.p_yes(logits, over="softmax")
+        verifier.p_yes(logits, YES_ID, NO_ID, over="softmax")
 
 
 def test_p_yes_from_whole_word_logprobs():
@@ -54,8 +63,8 @@ def test_verdict_position_of_a_verification_row_reads_the_first_verdict_byte():
     np.testing.assert_array_equal(idx, [n_prompt, n_prompt])
     np.testing.assert_array_equal(rows["targets"][[0, 1], idx], [ord("Y"), ord("N")])
     # logits_at picks that position: one-hot logits saying "Y" at idx of row 0 only.
-    logits = jnp.zeros((2, 40, VOCAB_SIZE)).at[0, n_prompt, verifier.YES_ID].set(50.0)
-    p = verifier.p_yes(verifier.logits_at(logits, idx), over="yes_no")
+    logits = jnp.zeros((2, 40, VOCAB_SIZE)).at[0, n_prompt, YES_ID].set(50.0)
+    p = verifier.p_yes(verifier.logits_at(logits, idx), YES_ID, NO_ID, over="yes_no")
     np.testing.assert_allclose(p, [1.0, 0.5], rtol=1e-6)
 
 
@@ -113,7 +122,7 @@ def test_whole_word_score_from_teacher_forced_rows():
     # Two rows "Q? Yes" and "Q? No" scored with sequence_logprobs over the verdict (+ EOS not
     # counted here: mask only the word bytes). Uniform logits over V: log p(word) = -n ln V.
     rows = chat.pad_rows([chat.encode_example("Q? ", "Yes"), chat.encode_example("Q? ", "No")], 8)
-    word_mask = rows["mask"] * (rows["targets"] < 256)
+    word_mask = verifier.verdict_word_mask(rows["mask"], 3) * (rows["targets"] < 256)
     logp, count = sequence_logprobs(jnp.zeros((2, 8, VOCAB_SIZE)), rows["targets"], word_mask)
     np.testing.assert_array_equal(count, [3, 2])
     p = verifier.p_yes_from_logprobs(logp[0], logp[1], over="yes_no")

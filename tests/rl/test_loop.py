@@ -85,7 +85,7 @@ def test_one_update_raises_the_rewarded_completion():
     completions = [np.array([52, 54, 258]), np.array([52, 55, 258])]  # "46" and "47", then EOS
     rl = RLConfig()
     rows = build_rows([prompt, prompt], completions, [np.ones(3), np.ones(3)], [np.zeros(3), np.zeros(3)], 16)
-    logp0 = np.asarray(policy_logprobs(params, rows, CFG, rl.sample)[0])
+    logp0 = np.asarray(policy_logprobs(params, rows, CFG, rl.sample_config())[0])
     rows["old_logp"] = np.where(rows["mask"] > 0, logp0, 0.0).astype(np.float32)
     rows["advantages"] = np.array([1.0, -1.0], np.float32)
 
@@ -94,6 +94,6 @@ def test_one_update_raises_the_rewarded_completion():
 
     grads = jax.grad(loss)(params)
     stepped = jax.tree.map(lambda p, g: p - 1e-2 * g, params, grads)
-    logp1 = np.asarray(policy_logprobs(stepped, rows, CFG, rl.sample)[0])
+    logp1 = np.asarray(policy_logprobs(stepped, rows, CFG, rl.sample_config())[0])
     seq_change = ((logp1 - logp0) * rows["mask"]).sum(axis=1)
     assert seq_change[0] > 0 > seq_change[1]

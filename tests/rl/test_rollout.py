@@ -109,7 +109,7 @@ def test_reflection_rows_mask_only_the_reflection(params):
     contexts = [reflect_lib.reflection_context("1+2=", np.array([52, EOS_ID]))] * 2
     rl = RLConfig(max_new_tokens=4, reflect_max_tokens=5)
     out = reflect_lib.reflect_and_retry(params, CFG, contexts, jax.random.key(0),
-                                        reflect_cfg=rl.reflect_sample, answer_cfg=rl.sample)
+                                        reflect_cfg=rl.reflect_sample_config(), answer_cfg=rl.sample_config())
     tokens, masks, logps = reflect_lib.reflection_responses(out)
     rows = build_rows(contexts, tokens, masks, logps, width=48)
     for b in range(2):
@@ -117,7 +117,7 @@ def test_reflection_rows_mask_only_the_reflection(params):
         assert rows["mask"][b].sum() == n_f
         start = len(contexts[b]) - 1
         np.testing.assert_array_equal(rows["targets"][b, start:start + n_f], out["reflection"][b])
-    logp, _ = policy_logprobs(params, rows, CFG, rl.reflect_sample)
+    logp, _ = policy_logprobs(params, rows, CFG, rl.reflect_sample_config())
     m = rows["mask"] > 0
     np.testing.assert_allclose(np.asarray(logp)[m], rows["old_logp"][m], atol=1e-5)
 
