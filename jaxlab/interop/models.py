@@ -19,9 +19,9 @@ hash is fetched again.
     a Hugging Face folder config.json + safetensors + tokenizer.json (:mod:`jaxlab.interop.hf`)
     a jaxlab checkpoint   jaxlab_model.json + params/ (``jaxlab convert``); its tokenizer.json
                           if it has one, else bytes
-    a jaxlab run workdir  config.json + checkpoints/ of ``jaxlab run`` (the LM loop): the params
-                          of its newest intact checkpoint, the tokenizer of its model.hf_path,
-                          else bytes
+    a jaxlab run workdir  config.json (with a ``model`` section) + checkpoints/, as ``jaxlab
+                          run`` writes them: the params of its newest intact checkpoint, the
+                          tokenizer of its model.hf_path, else bytes
 """
 
 from __future__ import annotations
@@ -214,20 +214,20 @@ def _load_workdir(folder: Path, dtype: str):
     from jaxlab.data import ByteTokenizer
     from jaxlab.interop import hf
     from jaxlab.train.checkpoint import Checkpointer, verify_manifest
-    from jaxlab.train.config import ExperimentConfig
 
+    file = folder / "config.json"
     try:
-        exp = config_lib.from_dict(ExperimentConfig, json.loads((folder / "config.json").read_text()))
+        raw = json.loads(file.read_text())
+        cfg = config_lib.from_dict(transformer.Config, raw["model"])
     except (TypeError, ValueError, KeyError) as e:
-        raise ModelError(f"{folder / 'config.json'} is not the config of a `jaxlab run` LM "
-                         f"experiment ({e}); load_model reads that kind of workdir") from None
+        raise ModelError(f"{file} has no valid transformer config under 'model' ({e!r}); "
+                         "load_model reads run workdirs whose config.json has one") from None
     ckpt = Checkpointer(folder / "checkpoints")
     steps = [s for s in reversed(ckpt.steps()) if verify_manifest(ckpt.directory / str(s)) is None]
     ckpt.close()
     if not steps:
         raise ModelError(f"{folder / 'checkpoints'} holds no intact checkpoint")
-
-    cfg = exp.model  # the workdir's config.json holds the resolved architecture
+    # the workdir's config.json holds the resolved architecture (hf_path: where it came from)
     tokenizer = folder_tokenizer(Path(cfg.hf_path)) if cfg.hf_path else ByteTokenizer()
     state_dir = ckpt.directory / str(steps[0]) / "state"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -167,3 +167,6 @@ def test_load_model_of_a_run_workdir(tmp_path, params):
     assert loaded_cfg == cfg and isinstance(tok, ByteTokenizer)
     assert_bitwise_equal(loaded, p)
     assert transformer.count_params(loaded) == transformer.count_params(p)
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"d_model": "wide"}}))
+    with pytest.raises(models.ModelError, match="no valid transformer config under 'model'"):
+        models.load_model(tmp_path)
