@@ -41,6 +41,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from jaxlab.data.tokenizer import Tokenizer
 from jaxlab.models import transformer
 
 __all__ = ["CACHE_ENV", "REGISTRY", "ModelEntry", "ModelError", "cache_dir", "fetch", "folder_tokenizer",
@@ -242,7 +243,7 @@ def _load_workdir(folder: Path, dtype: str):
     return cfg, params, tokenizer
 
 
-def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer.Config, dict, object]:
+def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer.Config, dict, Tokenizer]:
     """(cfg, params, tokenizer) of a registry name, a .gguf file, a Hugging Face folder, a jaxlab
     checkpoint folder or a ``jaxlab run`` workdir (module docstring); params in ``dtype``."""
     from jaxlab.interop import convert, gguf, hf
@@ -270,7 +271,7 @@ def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer
         raw = hf.read_config(path)
         if "architectures" in raw or "model_type" in raw:
             cfg, params = hf.load(path, dtype=dtype)
-            return cfg, params, folder_tokenizer(path)
+            return cfg, params, hf.load_tokenizer(path)  # a Hugging Face model needs its own
         if (path / "checkpoints").is_dir():
             return _load_workdir(path, dtype)
     raise ModelError(f"{path} is not a model folder: expected {convert.MODEL_FILE} (jaxlab "

@@ -144,6 +144,9 @@ def test_load_model_of_hf_and_jaxlab_folders(tmp_path, params):
     assert isinstance(tok, ByteTokenizer)
     with pytest.raises(models.ModelError, match="not a model folder"):
         models.load_model(tmp_path)
+    hf.save(tmp_path / "hf_bare", CFG, params)  # a Hugging Face model is not byte-level
+    with pytest.raises(hf.TokenizerError, match="has no tokenizer.json"):
+        models.load_model(tmp_path / "hf_bare")
 
 
 def test_load_model_of_a_run_workdir(tmp_path, params):
