@@ -14,7 +14,7 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxlab eval",
-        description="Evaluate a model on a verifiable task (greedy accuracy, pass@k, maj@k with 95%% "
+        description="Evaluate a model on a verifiable task (greedy accuracy, pass@k, maj@k with 95% "
                     "intervals, per difficulty) and/or bits per byte of a text file.")
     p.add_argument("model", help="a model name, a .gguf file, a Hugging Face folder or a jaxlab workdir")
     p.add_argument("--task", help="a task of jaxlab.tasks (countdown, arithmetic, hanoi, count, ...)")
@@ -76,14 +76,16 @@ def eval_main(argv: list[str]) -> int:
     import jax
 
     from jaxlab import tasks as tasks_lib
-    from jaxlab.evals.harness import evaluate_task
+    from jaxlab.evals.harness import evaluate_task, evaluation_problems
     from jaxlab.evals.report import render_report, write_results
     from jaxlab.evals.text import text_bits_per_byte
 
-    if args.task is not None and args.task not in tasks_lib.TASKS:
-        print(f"error: unknown task {args.task!r}; known tasks: {', '.join(sorted(tasks_lib.TASKS))}",
-              file=sys.stderr)
-        return 2
+    if args.task is not None:
+        try:  # drawing the problems is cheap: fail here, before loading the model
+            evaluation_problems(tasks_lib.get(args.task), args.n, split=args.split, seed=args.seed)
+        except tasks_lib.TaskError as e:  # an unknown task, more problems than its levels hold
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         from jaxlab.interop.models import load_model
     except ImportError as e:

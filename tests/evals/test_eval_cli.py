@@ -49,6 +49,7 @@ def test_eval_writes_results(tiny_loader, tmp_path, capsys):
     (["m"], "--task NAME and/or --text FILE"),
     (["m", "--task", "sudoku"], "unknown task 'sudoku'"),
     (["m", "--task", "countdown", "--n", "0"], "--n must be >= 1"),
+    (["m", "--task", "hanoi", "--n", "2000", "--split", "test"], "levels hold only"),
     (["m", "--text", "/nonexistent/file.txt"], "is not a file"),
 ])
 def test_eval_argument_errors(args, message, capsys):
