@@ -400,9 +400,11 @@ _ARCH_KEYS = {  # llama.<key> read into the config
     "block_count", "embedding_length", "feed_forward_length", "attention.head_count",
     "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base",
     "rope.dimension_count", "attention.key_length", "attention.value_length", "vocab_size",
-    "rope.scaling.type", "rope.scaling.factor", "expert_count", "expert_used_count",
+    "rope.scaling.type", "rope.scaling.factor", "rope.scale_linear", "expert_count",
+    "expert_used_count",
 }
-_HARMLESS_ARCH_KEYS = {"context_length", "rope.scaling.original_context_length"}
+_HARMLESS_ARCH_KEYS = {"context_length", "rope.scaling.original_context_length",
+                       "rope.scaling.finetuned"}
 _TOKENIZER_KEYS = {
     "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
     "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.scores",
@@ -455,6 +457,24 @@ def _int(metadata: dict, key: str, default: int | None = None) -> int:
     return int(value)
 
 
+def _rope_scaling(metadata: dict[str, Any]) -> RopeScaling:
+    """llama.cpp divides the frequencies by ``rope.scaling.factor`` (older files:
+    ``rope.scale_linear``) when it is set and not 0, with type linear when the type is absent;
+    jaxlab reads none and linear."""
+    a = ARCHITECTURE + "."
+    factor = metadata.get(a + "rope.scaling.factor", metadata.get(a + "rope.scale_linear")) or None
+    kind = metadata.get(a + "rope.scaling.type", "none" if factor is None else "linear")
+    if kind not in ("none", "linear"):
+        raise GGUFError(f"metadata {a}rope.scaling.type={kind!r} is not supported; jaxlab "
+                        "implements none and linear for GGUF")
+    if kind == "none":
+        if factor not in (None, 1.0):
+            raise GGUFError(f"metadata {a}rope.scaling.factor={factor} with rope.scaling.type="
+                            "'none' is ambiguous; refusing")
+        return RopeScaling()
+    return RopeScaling(kind="linear", factor=float(1.0 if factor is None else factor))
+
+
 def config_from_gguf(metadata: dict[str, Any], *, tied: bool, dtype: str = "float32") -> transformer.Config:
     """The :class:`transformer.Config` of a llama GGUF's metadata; ``tied``: the file has no
     ``output.weight``. Raises GGUFError naming the first key jaxlab cannot express."""
@@ -473,14 +493,7 @@ def config_from_gguf(metadata: dict[str, Any], *, tied: bool, dtype: str = "floa
     if rope_dim != head_dim:
         raise GGUFError(f"metadata {a}rope.dimension_count={rope_dim} rotates part of the "
                         f"{head_dim} head dims; jaxlab reads GGUF models that rotate all of them")
-    kind = metadata.get(a + "rope.scaling.type", "none")
-    if kind == "none":
-        scaling = RopeScaling()
-    elif kind == "linear":
-        scaling = RopeScaling(kind="linear", factor=float(metadata.get(a + "rope.scaling.factor", 1.0)))
-    else:
-        raise GGUFError(f"metadata {a}rope.scaling.type={kind!r} is not supported; jaxlab "
-                        "implements none and linear for GGUF")
+    scaling = _rope_scaling(metadata)
     if a + "vocab_size" in metadata:
         vocab = _int(metadata, a + "vocab_size")
     elif metadata.get("tokenizer.ggml.tokens"):

@@ -229,6 +229,7 @@ def _metadata(**changes):
     ({"general.architecture": "qwen2"}, "general.architecture is 'qwen2'"),
     ({"llama.rope.scaling.type": "yarn"}, "llama.rope.scaling.type='yarn'"),
     ({"llama.expert_count": 8}, "llama.expert_count=8"),
+    ({"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0}, "rope.scaling.factor=4.0"),
     ({"llama.attention.sliding_window": 128}, "llama.attention.sliding_window"),
     ({"llama.rope.dimension_count": 8}, "llama.rope.dimension_count=8"),
     ({"llama.attention.head_count": [4, 4]}, "llama.attention.head_count must be one integer"),
@@ -247,6 +248,12 @@ def test_harmless_metadata_is_accepted():
     cfg = jgguf.config_from_gguf(_metadata(**{"general.license": "mit", "quantize.imatrix.file": "x",
                                               "llama.rope.freq_base": 5e5}), tied=False)
     assert (cfg.n_layers, cfg.head_dim, cfg.n_kv_heads, cfg.rope_base, cfg.tie_embeddings) == (2, 16, 2, 5e5, False)
+    assert cfg.rope_scaling == RopeScaling()
+    # llama.cpp applies a factor without a type as linear scaling
+    assert jgguf.config_from_gguf(_metadata(**{"llama.rope.scaling.factor": 4.0}),
+                                  tied=True).rope_scaling == RopeScaling("linear", 4.0)
+    assert jgguf.config_from_gguf(_metadata(**{"llama.rope.scale_linear": 2.0}),
+                                  tied=True).rope_scaling == RopeScaling("linear", 2.0)
 
 
 def test_unsupported_tokenizers_are_refused_by_name():
