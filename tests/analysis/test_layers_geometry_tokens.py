@@ -1,0 +1,84 @@
+"""Analysis functions with known answers: angular distances of planted residual streams,
+RankMe and alpha-ReQ of a planted spectrum, L-Mul against its formula and float8, Bradley-Terry
+recovery and private-testing inflation, and planted under-trained unembedding rows."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.analysis import geometry, layers, leaderboard, lmul, tokens
+
+
+def test_angular_distance_finds_the_layers_that_change_nothing():
+    rng = np.random.default_rng(0)
+    B, D = 8, 16
+    xs = [rng.standard_normal((B, D))]
+    for l in range(6):  # layers 3 and 4 barely change the stream
+        step = 0.01 if l in (3, 4) else 1.0
+        xs.append(xs[-1] + step * rng.standard_normal((B, D)))
+    d = layers.angular_distance_matrix(np.stack(xs))
+    assert d.shape == (6, 6) and np.isnan(d[5, 1]) and not np.isnan(d[0, 5])
+    assert layers.block_to_drop(d, 2) == 3 and layers.block_to_drop(d, 1) in (3, 4)
+    # orthogonal streams are at distance 1/2, opposite ones at 1
+    pair = np.stack([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[-1.0, 0.0]])])
+    dd = layers.angular_distance_matrix(pair)
+    assert dd[0, 0] == pytest.approx(0.5) and dd[0, 1] == pytest.approx(1.0)
+    params = {"layers": {"w": jnp.arange(6.0)[:, None]}, "embed": jnp.ones(2)}
+    assert layers.drop_layers(params, 3, 2)["layers"]["w"][:, 0].tolist() == [0.0, 1.0, 2.0, 5.0]
+    with pytest.raises(ValueError, match="cannot drop"):
+        layers.drop_layers(params, 5, 2)
+
+
+def test_rankme_and_alpha_req_of_a_planted_spectrum():
+    rng = np.random.default_rng(1)
+    N, D, alpha = 4000, 64, 1.5
+    q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    z = rng.standard_normal((N, D)) * np.arange(1, D + 1) ** (-alpha / 2) @ q.T
+    assert geometry.alpha_req(z, 1, 32) == pytest.approx(alpha, abs=0.1)
+    iso = rng.standard_normal((N, D))
+    assert geometry.rankme(iso) == pytest.approx(D, rel=0.05)  # equal singular values: rank D
+    assert geometry.rankme(np.outer(rng.standard_normal(N), rng.standard_normal(D))) == pytest.approx(1.0, abs=0.01)
+    assert geometry.rankme(z) < geometry.rankme(iso)
+
+
+def test_lmul_matches_its_formula_and_the_papers_precision_ordering():
+    # 1.5 x 1.25 with 3 mantissa bits: (1 + 0.5 + 0.25 + 2^-3) 2^0 = 1.875 (exact: 1.875 too)
+    assert float(lmul.lmul(1.5, 1.25, 3)) == pytest.approx(1.875)
+    # 1.75 x 1.75: exact 3.0625; L-Mul (1 + 0.75 + 0.75 + 0.125) = 2.625 -> 2.625 x 2^0
+    assert float(lmul.lmul(1.75, 1.75, 3)) == pytest.approx(2.625)
+    assert float(lmul.lmul(-3.0, 0.5, 4)) == pytest.approx(-(1 + 0.5 + 0 + 2 ** -3) * 2 ** 0)
+    assert float(lmul.lmul(0.0, 7.0, 3)) == 0.0
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal(20000), rng.standard_normal(20000)
+    err = {k: float(np.mean(v)) for k, v in lmul.relative_errors(x, y).items()}
+    assert err["lmul_m3"] < err["fp8_e5m2"]  # 3-bit L-Mul is more precise than e5m2
+    assert err["lmul_m5"] < err["lmul_m3"]
+
+
+def test_bradley_terry_recovers_skills_and_private_testing_inflates():
+    rng = np.random.default_rng(3)
+    skill = np.array([0.0, 0.5, 1.0, 2.0])
+    a = rng.integers(0, 4, 6000)
+    b = (a + rng.integers(1, 4, a.size)) % 4
+    w, l = leaderboard.simulate_battles(rng, skill, np.stack([a, b], 1))
+    theta = leaderboard.fit_bradley_terry(w, l, 4)
+    np.testing.assert_allclose(theta - theta[0], skill, atol=0.12)
+    one = np.mean([leaderboard.private_testing_inflation(s, 1, battles_per_model=100) for s in range(6)])
+    many = np.mean([leaderboard.private_testing_inflation(s, 10, battles_per_model=100) for s in range(6)])
+    assert many > one + 20  # Elo points: the best of 10 identical variants is lucky
+
+
+def test_planted_undertrained_rows_are_found():
+    rng = np.random.default_rng(4)
+    V, D = 400, 32
+    u = rng.standard_normal((V, D))
+    untrained = np.arange(380, 400)
+    shared = rng.standard_normal(D)
+    u[untrained] = shared + 0.05 * rng.standard_normal((20, D))
+    reference = untrained[:5]
+    flagged = tokens.undertrained_candidates(u, reference, percentile=95.0)
+    precision, recall = tokens.precision_recall(flagged, untrained[5:])
+    assert precision == 1.0 and recall == 1.0
+    with pytest.raises(ValueError, match="reference"):
+        tokens.undertrained_scores(u, [])
