@@ -16,6 +16,9 @@ Tasks (``TASKS``; name: prompt -> reference answer; difficulty knob):
     most_frequent  "mode bacaad:" -> "a"                   list length
     last_letters   "last vobu ke tamin:" -> "uen"          words
     word_sort      "sort vobu ke tamin:" -> "ke tamin vobu"  words
+    doc_extract    document text -> one-line JSON record    fields, distractors, noise
+    table_*        table questions (lookup, reverse_lookup, row, column, size, merged); see
+                   :mod:`jaxlab.tasks.documents`
 
 The answer convention (every task): the response is the completion only, and its answer is
 its last non-blank line (see :mod:`jaxlab.tasks.base`). Training text is ``prompt + answer``
@@ -33,11 +36,13 @@ from jaxlab.tasks.arithmetic import Arithmetic
 from jaxlab.tasks.base import MAX_RESPONSE_CHARS, Example, Task, TaskError, extract_answer
 from jaxlab.tasks.countdown import Countdown
 from jaxlab.tasks.counting import Count, MostFrequent
+from jaxlab.tasks.documents import DOCUMENT_TASKS
 from jaxlab.tasks.hanoi import Hanoi
 from jaxlab.tasks.words import LastLetters, WordSort
 
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Arithmetic(), Countdown(), Hanoi(), Count(), MostFrequent(), LastLetters(), WordSort())}
+    Arithmetic(), Countdown(), Hanoi(), Count(), MostFrequent(), LastLetters(), WordSort(),
+    *DOCUMENT_TASKS)}
 
 
 def get(name: str, **overrides) -> Task:
