@@ -28,18 +28,19 @@ def test_eval_writes_results(tiny_loader, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich.\n")
     out = tmp_path / "out"
-    rc = cli.main(["eval", "tiny-model", "--task", "arithmetic", "--n", "4", "--samples", "2",
-                   "--max-new-tokens", "3", "--batch-size", "8", "--text", str(text), "--window", "32",
+    # the shapes of test_harness's evaluation, so a process running both compiles once
+    rc = cli.main(["eval", "tiny-model", "--task", "countdown", "--n", "7", "--samples", "3",
+                   "--max-new-tokens", "6", "--batch-size", "8", "--text", str(text), "--window", "32",
                    "--out", str(out), "--no-progress"])
     assert rc == 0 and tiny_loader == ["tiny-model"]
     results = json.loads((out / "results.json").read_text())
-    assert results["command"].startswith("jaxlab eval tiny-model --task arithmetic")
+    assert results["command"].startswith("jaxlab eval tiny-model --task countdown")
     task = results["task_results"]
-    assert task["task"] == "arithmetic" and task["n"] == 4 and task["samples"] == 2
-    assert task["max_new_tokens"] == 3 and set(task["overall"]) >= {"greedy", "pass@1", "pass@2", "maj@2"}
+    assert task["task"] == "countdown" and task["n"] == 7 and task["samples"] == 3
+    assert task["max_new_tokens"] == 6 and set(task["overall"]) >= {"greedy", "pass@1", "pass@3", "maj@3"}
     assert results["text"]["n_bytes"] == len(text.read_text().encode("utf-8"))
     assert results["text"]["bits_per_byte"] > 0
-    assert len((out / "completions.jsonl").read_text().splitlines()) == 4
+    assert len((out / "completions.jsonl").read_text().splitlines()) == 7
     assert (out / "eval.png").stat().st_size > 0
     assert "bits_per_byte" in (out / "report.md").read_text()
     assert "wrote" in capsys.readouterr().out
