@@ -69,16 +69,22 @@ def linear_scan(a_BTD: jax.Array, b_BTD: jax.Array, h0_BD: jax.Array | None = No
 
 
 def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BTN: jax.Array,
-                   C_BTN: jax.Array, D_D: jax.Array | None = None, *,
-                   impl: str = "auto") -> jax.Array:
-    """The Mamba-1 selective scan, y [B, T, D] (formula in ``reference.py``).
+                   C_BTN: jax.Array, D_D: jax.Array | None = None, *, z_BTD: jax.Array | None = None,
+                   delta_bias_D: jax.Array | None = None, delta_softplus: bool = False,
+                   h0_BDN: jax.Array | None = None, return_state: bool = False,
+                   impl: str = "auto"):
+    """The Mamba-1 selective scan, y [B, T, D] (formula in ``reference.py``); with
+    ``return_state`` the pair (y, h_T [B, D, N]).
 
     Args:
-      x_BTD: inputs; delta_BTD: positive step sizes (already through softplus) [B, T, D].
+      x_BTD: inputs; delta_BTD: step sizes [B, T, D] (positive, or raw with ``delta_softplus``).
       A_DN: state matrix (diagonal per channel; negative for decay) [D, N].
       B_BTN, C_BTN: input and output projections of the state, shared by channels [B, T, N].
       D_D: skip connection [D] or None.
-      impl: "auto" | "xla" | "pallas".
+      z_BTD: gate, y * silu(z) [B, T, D] or None; delta_bias_D: added to delta [D] or None;
+      delta_softplus: delta = softplus(delta + bias); h0_BDN: initial state or None.
+      impl: "auto" | "xla" | "pallas" (the kernel takes none of the options: "auto" then runs
+        "xla", and an explicit "pallas" raises UnsupportedError).
     """
     if x_BTD.ndim != 3 or delta_BTD.shape != x_BTD.shape:
         raise ValueError(f"x and delta must be one [B, T, D] shape, got {x_BTD.shape} and "
@@ -92,14 +98,27 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
             raise ValueError(f"{name} must be [B, T, N]={(Bsz, T, N)}, got {arr.shape}")
     if D_D is not None and D_D.shape != (D,):
         raise ValueError(f"D must be [D]={(D,)}, got {D_D.shape}")
+    if z_BTD is not None and z_BTD.shape != x_BTD.shape:
+        raise ValueError(f"z must be [B, T, D]={x_BTD.shape}, got {z_BTD.shape}")
+    if delta_bias_D is not None and delta_bias_D.shape != (D,):
+        raise ValueError(f"delta_bias must be [D]={(D,)}, got {delta_bias_D.shape}")
+    if h0_BDN is not None and h0_BDN.shape != (Bsz, D, N):
+        raise ValueError(f"h0 must be [B, D, N]={(Bsz, D, N)}, got {h0_BDN.shape}")
     if impl not in SELECTIVE_SCAN_IMPLEMENTATIONS:
         raise ValueError(f"unknown selective_scan impl {impl!r}; expected one of "
                          f"{SELECTIVE_SCAN_IMPLEMENTATIONS}")
+    options = (z_BTD is not None or delta_bias_D is not None or delta_softplus or h0_BDN is not None
+               or return_state)
+    if impl == "pallas" and options:
+        raise UnsupportedError("selective_scan_pallas takes no gate, delta bias, softplus or state; "
+                               "use impl='xla'")
     if impl == "auto":
-        impl = _auto("selective_scan", x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+        impl = "xla" if options else _auto("selective_scan", x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
     if impl == "pallas":
         return selective_scan_pallas(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
-    return selective_scan_reference(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+    return selective_scan_reference(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D, z_BTD=z_BTD,
+                                    delta_bias_D=delta_bias_D, delta_softplus=delta_softplus,
+                                    h0_BDN=h0_BDN, return_state=return_state)
 
 
 __all__ = ["linear_scan", "selective_scan", "linear_scan_associative", "linear_scan_sequential",

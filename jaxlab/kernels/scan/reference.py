@@ -62,12 +62,24 @@ def linear_scan_associative(a_BTD: jax.Array, b_BTD: jax.Array,
 
 def selective_scan_reference(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array,
                              B_BTN: jax.Array, C_BTN: jax.Array,
-                             D_D: jax.Array | None = None) -> jax.Array:
+                             D_D: jax.Array | None = None, *, z_BTD: jax.Array | None = None,
+                             delta_bias_D: jax.Array | None = None, delta_softplus: bool = False,
+                             h0_BDN: jax.Array | None = None, return_state: bool = False):
     """y [B, T, D] of the Mamba-1 selective scan (module docstring), with ``lax.scan`` over
-    time and a [B, D, N] float32 state."""
+    time and a [B, D, N] float32 state. Options, as Mamba's block uses them:
+
+        delta = softplus(delta + delta_bias)  with ``delta_softplus`` (the bias added either way)
+        y     = y * silu(z)                   with ``z_BTD`` (the gate)
+        h_{-1} = h0_BDN (default 0);  ``return_state`` also returns h_{T-1} [B, D, N]
+    """
     Bsz, T, D = x_BTD.shape
     N = A_DN.shape[1]
     A = A_DN.astype(jnp.float32)
+    delta = delta_BTD.astype(jnp.float32)
+    if delta_bias_D is not None:
+        delta = delta + delta_bias_D.astype(jnp.float32)
+    if delta_softplus:
+        delta = jax.nn.softplus(delta)
 
     def step(h_BDN, inputs):
         x_BD, dt_BD, b_BN, c_BN = (u.astype(jnp.float32) for u in inputs)
@@ -75,9 +87,13 @@ def selective_scan_reference(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.A
                  + (dt_BD * x_BD)[:, :, None] * b_BN[:, None, :])
         return h_BDN, jnp.einsum("bdn,bn->bd", h_BDN, c_BN)
 
-    xs = tuple(jnp.swapaxes(u, 0, 1) for u in (x_BTD, delta_BTD, B_BTN, C_BTN))
-    _, y_TBD = jax.lax.scan(step, jnp.zeros((Bsz, D, N), jnp.float32), xs)
+    h0 = jnp.zeros((Bsz, D, N), jnp.float32) if h0_BDN is None else h0_BDN.astype(jnp.float32)
+    xs = tuple(jnp.swapaxes(u, 0, 1) for u in (x_BTD, delta, B_BTN, C_BTN))
+    h_last, y_TBD = jax.lax.scan(step, h0, xs)
     y_BTD = jnp.swapaxes(y_TBD, 0, 1)
     if D_D is not None:
         y_BTD = y_BTD + D_D.astype(jnp.float32) * x_BTD.astype(jnp.float32)
-    return y_BTD.astype(x_BTD.dtype)
+    if z_BTD is not None:
+        y_BTD = y_BTD * jax.nn.silu(z_BTD.astype(jnp.float32))
+    y_BTD = y_BTD.astype(x_BTD.dtype)
+    return (y_BTD, h_last) if return_state else y_BTD
