@@ -554,13 +554,41 @@ def _param_from_gguf(w: np.ndarray, name: str, path: str, shape: tuple[int, ...]
     return layout.from_hf(w, shape).astype(hf.DTYPES[cfg.param_dtype], copy=False)
 
 
-def load(path: str | Path, *, dtype: str = "float32",
-         progress: bool = False) -> tuple[transformer.Config, dict, HFTokenizer]:
+def _quantized_param(tensors: dict, names: list[str], param_path: str, shape: tuple[int, ...],
+                     cfg: transformer.Config):
+    """The layer kernels ``names`` kept in their GGUF blocks (a stacked
+    :class:`jaxlab.nn.quant.QuantizedKernel`), or None when they are not all Q8_0 or all Q4_1."""
+    from jaxlab.nn.quant import from_gguf_blocks
+
+    types = {tensors[n].type_name.upper() for n in names}
+    if len(types) != 1 or types & {"Q8_0", "Q4_1"} == set() or param_path.endswith("/bias"):
+        return None
+    layout = hf._TENSORS[param_path][1]
+    order = None
+    if param_path in _ROTARY:
+        m = layout.hf_shape(shape)[0]
+        order = unpermute_rotary_rows(np.arange(m)[:, None], getattr(cfg, _ROTARY[param_path]))[:, 0]
+    per_layer = []
+    for name in names:
+        t = tensors[name]
+        if tuple(t.shape) != layout.hf_shape(shape):
+            raise GGUFError(f"tensor {name} has shape {tuple(t.shape)} (numpy order), but the metadata "
+                            f"({hf._shape_context(cfg)}) implies {layout.hf_shape(shape)}")
+        raw = np.asarray(t.data, np.uint8).reshape(t.shape[0], -1)
+        per_layer.append(from_gguf_blocks(raw, t.type_name, shape, n_in=layout.n_in, row_order=order))
+    return jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
+
+
+def load(path: str | Path, *, dtype: str = "float32", progress: bool = False,
+         keep_quantized: bool = False) -> tuple[transformer.Config, dict, HFTokenizer]:
     """(config, params, tokenizer) of a llama GGUF file (module docstring).
 
     Every tensor is dequantized to float32, then cast to ``dtype`` (the config's param and
-    compute dtype). Raises GGUFError for an unreadable file, a metadata key jaxlab cannot
-    express, a missing, unexpected, truncated or wrongly shaped tensor (each named).
+    compute dtype). With ``keep_quantized``, layer kernels stored as Q8_0 or Q4_1 stay in their
+    blocks as :class:`jaxlab.nn.quant.QuantizedKernel` (dequantized inside ``dense`` one layer
+    at a time: a frozen base for LoRA, :func:`jaxlab.peft.inline`). Raises GGUFError for an
+    unreadable file, a metadata key jaxlab cannot express, a missing, unexpected, truncated or
+    wrongly shaped tensor (each named).
     """
     from tqdm.auto import tqdm
 
@@ -583,6 +611,12 @@ def load(path: str | Path, *, dtype: str = "float32",
     for param_path, struct_ in expected.items():
         stacked = param_path.startswith("layers/")
         shape = struct_.shape[1:] if stacked else struct_.shape
+        if keep_quantized and stacked and param_path.endswith("/kernel"):
+            kept = _quantized_param(tensors, wanted[param_path], param_path, shape, cfg)
+            if kept is not None:
+                flat[param_path] = jax.tree.map(jax.device_put, kept)
+                bar.update(len(wanted[param_path]))
+                continue
         host = np.empty((len(wanted[param_path]), *shape), hf.DTYPES[cfg.param_dtype])
         for i, name in enumerate(wanted[param_path]):
             t = tensors[name]
