@@ -8,7 +8,8 @@ Layers are stacked on a leading L axis and run under ``lax.scan`` (one layer com
 optionally rematerialised. ``init(cfg, key)``, ``apply(params, tokens, cfg)``; for generation
 ``init_cache``, ``prefill`` and ``decode_step`` share the same forward pass.
 
-The KV cache is a dict: ``k``, ``v`` [L, B, S, K, Dh]; ``segment_ids`` [B, S] (1 for a written
+The KV cache is a dict: ``k``, ``v`` [L, B, S, K, Dh] (carried through the layer scan and
+updated in place, one token's slots per layer and decode step); ``segment_ids`` [B, S] (1 for a written
 token slot, 0 for padding and empty slots); ``positions`` [B], the next token's position in
 each row; ``index``, the next slot to write (the same for all rows: prompts are left-padded,
 which keeps distances between real tokens equal to slot distances).
@@ -194,23 +195,42 @@ def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, rope, segment_ids_B
 
 
 def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv_cache=None,
-             cache_index=0, kv_segment_ids_BS=None, return_hidden=False):
-    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None)."""
+             cache_index=0, kv_segment_ids_BS=None, return_hidden=False, last_only=False):
+    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None).
+
+    With ``kv_cache`` ({"k", "v": [L, B, S, K, Dh]}) the stacked cache rides in the layer
+    scan's carry: layer l reads its slice and writes back only this call's T new slots,
+    ``k[l, :, index:index+T] = k_new``, a ``dynamic_update_slice`` XLA performs in place (the
+    cache is neither copied per layer nor re-stacked as a scan output). ``last_only`` unembeds
+    the last position only (logits [B, 1, V]).
+    """
     x_BTD = embed(params["embed"], tokens_BT, cfg.dtype)
     rope = rope_for(cfg.attention, positions_BT)
+    T = tokens_BT.shape[1]
 
-    def body(x_BTD, xs):
-        layer_params, cache_layer = xs
-        x_BTD, new_cache = _layer(cfg, x_BTD, layer_params, cache_layer, rope=rope,
+    def body(carry, xs):
+        x_BTD, kv = carry
+        layer_params, l = xs
+        cache_layer = None if kv is None else {name: kv[name][l] for name in ("k", "v")}
+        x_BTD, new_layer = _layer(cfg, x_BTD, layer_params, cache_layer, rope=rope,
                                   segment_ids_BT=segment_ids_BT, cache_index=cache_index,
                                   kv_segment_ids_BS=kv_segment_ids_BS)
-        return x_BTD, (new_cache, x_BTD if return_hidden else None)
+        if kv is not None:
+            kv = {name: jax.lax.dynamic_update_slice(
+                      kv[name],
+                      jax.lax.dynamic_slice_in_dim(new_layer[name], cache_index, T, axis=1)[None],
+                      (l, 0, cache_index, 0, 0))
+                  for name in ("k", "v")}
+        return (x_BTD, kv), x_BTD if return_hidden else None
 
     if cfg.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
     x0_BTD = x_BTD
-    x_BTD, (new_cache, hidden_LBTD) = jax.lax.scan(body, x_BTD, (params["layers"], kv_cache),
-                                                   unroll=min(cfg.scan_unroll, cfg.n_layers))
+    (x_BTD, new_cache), hidden_LBTD = jax.lax.scan(
+        body, (x_BTD, kv_cache), (params["layers"], jnp.arange(cfg.n_layers)),
+        unroll=min(cfg.scan_unroll, cfg.n_layers))
+    if last_only:
+        x_BTD = x_BTD[:, -1:]
     h_BTD = norm(params["final_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     unembed_params = params["embed"] if cfg.tie_embeddings else params["unembed"]
     logits_BTV = unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings)
@@ -254,7 +274,12 @@ def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
     }
 
 
-def _cached_forward(params, tokens_BT, cfg, cache, mask_BT):
+def _cached_forward(params, tokens_BT, cfg, cache, mask_BT, last_only=False):
+    """Feeds T tokens per row at cache slots [index, index + T); returns (logits, new cache).
+
+    Positions continue each row's count of real tokens: p_bt = positions_b + (cumsum_t mask_bt) - 1
+    (clipped at the row's start for left padding); padding slots get segment id 0 and are never
+    attended to."""
     if tokens_BT.shape[1] > cache["k"].shape[2]:
         raise ValueError(f"{tokens_BT.shape[1]} tokens do not fit a KV cache of "
                          f"{cache['k'].shape[2]} slots")
@@ -266,7 +291,7 @@ def _cached_forward(params, tokens_BT, cfg, cache, mask_BT):
     logits_BTV, kv, _ = _forward(
         params, tokens_BT, cfg, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT,
         kv_cache={"k": cache["k"], "v": cache["v"]}, cache_index=index,
-        kv_segment_ids_BS=kv_segment_ids_BS)
+        kv_segment_ids_BS=kv_segment_ids_BS, last_only=last_only)
     new_cache = {
         "k": kv["k"], "v": kv["v"], "segment_ids": kv_segment_ids_BS,
         "positions": cache["positions"] + jnp.sum(segment_ids_BT, axis=1),
@@ -276,15 +301,16 @@ def _cached_forward(params, tokens_BT, cfg, cache, mask_BT):
 
 
 def prefill(params: dict, tokens_BT: jax.Array, cfg: Config, cache: dict, *,
-            mask_BT: jax.Array | None = None):
+            mask_BT: jax.Array | None = None, last_only: bool = False):
     """Runs the prompt through the model, filling the cache. Returns (logits_BTV, cache).
 
     ``mask_BT`` is 1 for real tokens and 0 for left padding (prompts of different lengths are
     left-padded to a common length); the logits of row b's last real token are at T - 1.
+    ``last_only`` returns only those, logits [B, 1, V] (skips unembedding T - 1 positions).
     """
     if mask_BT is None:
         mask_BT = jnp.ones(tokens_BT.shape, jnp.int32)
-    return _cached_forward(params, tokens_BT, cfg, cache, mask_BT)
+    return _cached_forward(params, tokens_BT, cfg, cache, mask_BT, last_only=last_only)
 
 
 def decode_step(params: dict, tokens_B: jax.Array, cfg: Config, cache: dict):

@@ -5,7 +5,15 @@ after left-padded prompts (``pad_prompts``); ``process_logits`` gives the log-pr
 processed (temperature, top-k, top-p, min-p) distribution it draws from.
 """
 
-from jaxlab.samplers.generate import SampleConfig, SampleOutput, generate, pad_prompts, sample_token
+from jaxlab.samplers.generate import (
+    SampleConfig,
+    SampleOutput,
+    bucket_prompts,
+    generate,
+    pad_prompts,
+    prompt_bucket,
+    sample_token,
+)
 from jaxlab.samplers.processors import (
     apply_temperature,
     greedy_logprobs,
@@ -22,12 +30,14 @@ __all__ = [
     "SampleConfig",
     "SampleOutput",
     "apply_temperature",
+    "bucket_prompts",
     "generate",
     "greedy_logprobs",
     "min_p_filter",
     "min_p_mask",
     "pad_prompts",
     "process_logits",
+    "prompt_bucket",
     "sample_token",
     "top_k_filter",
     "top_k_mask",

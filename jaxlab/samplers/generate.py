@@ -14,6 +14,13 @@ output (mask 1). Done rows keep decoding (their cache rows are private to them),
 later output slot holds ``sample_cfg.pad_id``, logprob 0 and mask 0. The loop is a
 ``lax.while_loop`` that ends after N tokens or as soon as every row is done.
 
+Prompt lengths are bucketed: ``generate`` left-pads T up to ``prompt_bucket(T)`` (the next
+power of two, at least 16) with masked slots, so prompts of new lengths in a bucket reuse one
+compiled program; masked slots get no position and are never attended to, so the output is the
+same as without the padding. The cache (``T_bucket + N`` slots, in the compute dtype) is
+updated in place inside the jit-compiled loop; logits and log-probs are float32 whatever the
+compute dtype.
+
 Randomness: step i draws with ``fold_in(key, i)`` (one categorical draw per row from that key),
 so the same key, prompts and configs give the same output.
 """
@@ -193,14 +200,14 @@ def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array,
     N = sample_cfg.max_new_tokens
     # slots: T prompt + N - 1 fed samples (the last sample is never fed); one spare
     cache = transformer.init_cache(model_cfg, B, T + N)
-    logits_BTV, cache = transformer.prefill(params, tokens_BT.astype(jnp.int32), model_cfg, cache,
-                                            mask_BT=mask_BT.astype(jnp.int32))
+    logits_B1V, cache = transformer.prefill(params, tokens_BT.astype(jnp.int32), model_cfg, cache,
+                                            mask_BT=mask_BT.astype(jnp.int32), last_only=True)
     state = _LoopState(
         step=jnp.zeros((), jnp.int32), cache=cache, token_B=jnp.zeros((B,), jnp.int32),
         done_B=jnp.zeros((B,), bool), tokens_BN=jnp.full((B, N), sample_cfg.pad_id, jnp.int32),
         logprobs_BN=jnp.zeros((B, N), jnp.float32), model_logprobs_BN=jnp.zeros((B, N), jnp.float32),
         mask_BN=jnp.zeros((B, N), jnp.int32))
-    state = _record(state, *sample_token(logits_BTV[:, -1], jax.random.fold_in(key, 0), sample_cfg),
+    state = _record(state, *sample_token(logits_B1V[:, -1], jax.random.fold_in(key, 0), sample_cfg),
                     sample_cfg)
 
     def cond(state: _LoopState):
@@ -218,6 +225,23 @@ def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array,
 
 
 _generate_jit = jax.jit(_generate, static_argnames=("model_cfg", "sample_cfg"))
+
+MIN_PROMPT_BUCKET = 16
+
+
+def prompt_bucket(T: int) -> int:
+    """The padded prompt length generate compiles for: max(16, 2^ceil(log2 T))."""
+    return max(MIN_PROMPT_BUCKET, 1 << (int(T) - 1).bit_length())
+
+
+def bucket_prompts(tokens_BT: jax.Array, mask_BT: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:
+    """Left-pads left-padded prompts [B, T] to [B, prompt_bucket(T)] (tokens ``pad_id``, mask 0)."""
+    extra = prompt_bucket(tokens_BT.shape[1]) - tokens_BT.shape[1]
+    if extra == 0:
+        return tokens_BT, mask_BT
+    xp = np if isinstance(tokens_BT, np.ndarray) and isinstance(mask_BT, np.ndarray) else jnp
+    return (xp.pad(tokens_BT, ((0, 0), (extra, 0)), constant_values=pad_id),
+            xp.pad(mask_BT, ((0, 0), (extra, 0)), constant_values=0))
 
 
 def _check_inputs(model_cfg, tokens_BT, mask_BT, sample_cfg):
@@ -257,9 +281,11 @@ def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, 
     Returns:
       :class:`SampleOutput` with [B, N] tokens / logprobs / model_logprobs / mask and [B] lengths.
 
-    Runs a jit-compiled function (``model_cfg`` and ``sample_cfg`` static); callable inside an
+    Runs a jit-compiled function (``model_cfg`` and ``sample_cfg`` static) on prompts padded to
+    ``prompt_bucket(T)`` (one compile per bucket, batch size and configs); callable inside an
     outer ``jax.jit``. Shapes are checked always, the left-padding of ``mask_BT`` only when its
     values are concrete.
     """
     _check_inputs(model_cfg, tokens_BT, mask_BT, sample_cfg)
+    tokens_BT, mask_BT = bucket_prompts(tokens_BT, mask_BT, sample_cfg.pad_id)
     return _generate_jit(params, model_cfg, tokens_BT, mask_BT, key, sample_cfg)
