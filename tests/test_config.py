@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -80,3 +81,27 @@ def test_configs_are_frozen_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         CFG.model.n_layers = 5
     hash(CFG)
+
+
+def test_literal_choice_fields_are_checked_by_overrides():
+    """Choice fields are Literal types: --set parses a listed choice and refuses others,
+    naming the key and the choices (RL, DPO and SFT configs)."""
+    from jaxlab.rl import RLConfig
+    from jaxlab.train.dpo import DPOConfig
+    from jaxlab.train.sft import SFTConfig
+
+    rl = apply_overrides(RLConfig(), ["advantage=rloo", "aggregation=seq-sum-max-length", "kl_kind=k1",
+                                      "ratio_level=sequence", "overlong=mask", "mode=reflect"])
+    assert (rl.advantage, rl.aggregation, rl.kl_kind, rl.ratio_level, rl.overlong, rl.mode) == (
+        "rloo", "seq-sum-max-length", "k1", "sequence", "mask", "reflect")
+    for cfg, override, choices in [
+            (RLConfig(), "advantage=ppo", "['grpo', 'dr_grpo', 'rloo']"),
+            (RLConfig(), "kl_kind=k4", "['k1', 'k2', 'k3']"),
+            (RLConfig(), "overlong=drop", "['none', 'mask', 'soft']"),
+            (DPOConfig(), "reference=cached", "['precomputed', 'online']"),
+            (SFTConfig(), "loss=kl", "['ce', 'dft']")]:
+        key = override.split("=")[0]
+        with pytest.raises(ConfigError, match=rf"{key}: .* is not one of {re.escape(choices)}"):
+            apply_overrides(cfg, [override])
+    with pytest.raises(ConfigError, match="is not one of"):  # Python values are checked too
+        apply_overrides(RLConfig(), {"aggregation": "sum"})

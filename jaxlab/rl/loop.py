@@ -34,6 +34,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import jax
 import numpy as np
@@ -54,7 +55,17 @@ from jaxlab.train.optim import OptimConfig
 
 ADVANTAGES = {"grpo": policy_lib.grpo_advantages, "dr_grpo": policy_lib.dr_grpo_advantages,
               "rloo": policy_lib.rloo_advantages}
-MODES = ("direct", "reflect")
+Advantage = Literal["grpo", "dr_grpo", "rloo"]
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-sum-max-length"]
+RatioLevel = Literal["token", "sequence"]
+KLKind = Literal["k1", "k2", "k3"]
+Overlong = Literal["none", "mask", "soft"]
+Mode = Literal["direct", "reflect"]
+MODES = get_args(Mode)
+# the choice types name exactly the library's choices
+assert set(get_args(Advantage)) == set(ADVANTAGES) and get_args(Aggregation) == policy_lib.AGGREGATIONS
+assert get_args(RatioLevel) == policy_lib.RATIO_LEVELS and get_args(KLKind) == policy_lib.KL_KINDS
+assert get_args(Overlong) == OVERLONG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,24 +78,24 @@ class RLConfig:
     ppo_epochs: int = 1
     max_new_tokens: int = 16
     temperature: float = 1.0
-    advantage: str = "grpo"
+    advantage: Advantage = "grpo"
     eps_low: float = 0.2
     eps_high: float = 0.2
     dual_clip: float | None = None
-    aggregation: str = "token-mean"
-    ratio_level: str = "token"
+    aggregation: Aggregation = "token-mean"
+    ratio_level: RatioLevel = "token"
     kl_coef: float = 0.0
-    kl_kind: str = "k3"
+    kl_kind: KLKind = "k3"
     entropy_coef: float = 0.0
     format_coef: float = 0.0
     dynamic_sampling: bool = False
     max_sample_rounds: int = 3
-    overlong: str = "none"
+    overlong: Overlong = "none"
     overlong_buffer: int = 4
     overlong_coef: float = 1.0
     curriculum: bool = False
     curriculum_cooldown: int = 8
-    mode: str = "direct"
+    mode: Mode = "direct"
     reflect_max_tokens: int = 16
     pass_k: int = 4
     grad_accum: int = 1
@@ -105,7 +116,8 @@ class RLConfig:
             raise ValueError(f"rl.temperature must be > 0 (sampling), got {self.temperature}")
         checks = (("advantage", self.advantage, tuple(ADVANTAGES)), ("overlong", self.overlong, OVERLONG),
                   ("mode", self.mode, MODES), ("aggregation", self.aggregation, policy_lib.AGGREGATIONS),
-                  ("ratio_level", self.ratio_level, policy_lib.RATIO_LEVELS))
+                  ("ratio_level", self.ratio_level, policy_lib.RATIO_LEVELS),
+                  ("kl_kind", self.kl_kind, policy_lib.KL_KINDS))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"rl.{name}={value!r} is not one of {allowed}")
