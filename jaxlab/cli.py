@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:  # its own parser, in jaxlab.evals.cli
         from jaxlab.evals.cli import eval_main
         return eval_main(argv[1:])
+    if argv[:1] == ["generate"]:  # its own parser, in jaxlab.generate_cli
+        from jaxlab.generate_cli import generate_main
+        return generate_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "orbax", "jax._src"):
