@@ -1,0 +1,203 @@
+"""Greedy decoding speed: jaxlab's KV-cache sampler next to transformers' ``generate``.
+
+    python scripts/bench_sample.py [--random] [--batch-sizes 1,16] [--prompt-len 64]
+                                   [--new-tokens 128] [--repeats 2] [--out FILE.md]
+
+Both sides run the same weights in float32 on the CPU: SmolLM2-135M-Instruct dequantized from
+its GGUF file (jaxlab: ``load_model("smollm2-135m-instruct")``; transformers:
+``AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)``), or with ``--random`` a
+random model of the same shape (``--tiny``: a tiny one, for tests) written as a Hugging Face
+folder that transformers loads. For each batch size B every row gets the same random prompt of
+``--prompt-len`` tokens and exactly ``--new-tokens`` greedy tokens (no stop token).
+
+    tokens/s = B * new_tokens / wall seconds of one whole generate call (prefill included)
+
+Each side is warmed up with one full call first (jaxlab's compilation and torch's first-call
+work are excluded from the timed region); the best of ``--repeats`` timed calls is reported,
+ratio = jaxlab tokens/s / transformers tokens/s. ``agree`` is the share of generated tokens
+equal on both sides (float32 on both, so greedy paths agree until a near-tie flips).
+Prints a markdown table and one JSON line; ``--out FILE`` writes the table to FILE and the JSON
+to FILE with a .json suffix. Benchmarks report, they never assert a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxlab.models import transformer
+from jaxlab.samplers import SampleConfig, generate
+
+MODEL_NAME = "smollm2-135m-instruct"
+# SmolLM2-135M's architecture (what its GGUF metadata gives)
+SMOLLM2 = transformer.Config(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3,
+                             head_dim=64, mlp_dim=1536, norm_eps=1e-5, rope_base=100000.0,
+                             tie_embeddings=True)
+TINY = transformer.Config(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                          head_dim=8, mlp_dim=64, norm_eps=1e-5, tie_embeddings=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--random", action="store_true",
+                   help="a random model of SmolLM2-135M's shape instead of the cached GGUF")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model (tests)")
+    p.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes (default 1,16)")
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per side; the best is kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the markdown table here and the JSON beside it (.json)")
+    return p
+
+
+def _positive_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise SystemExit(f"{what} must be integers >= 1, got {text!r}")
+    return values
+
+
+def load_models(args, folder: Path):
+    """(model name, jaxlab cfg, params, a transformers model on the same weights)."""
+    from transformers import AutoModelForCausalLM
+
+    if args.random or args.tiny:
+        from jaxlab.interop import hf
+
+        cfg = TINY if args.tiny else SMOLLM2
+        params = transformer.init(cfg, jax.random.PRNGKey(args.seed))
+        hf.save(folder, cfg, params, architecture="LlamaForCausalLM")
+        torch_model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
+        name = "random " + ("tiny" if args.tiny else "SmolLM2-135M-shaped") + " model"
+        return name, cfg, params, torch_model
+    from jaxlab.interop.models import load_model, model_path
+
+    path = model_path(MODEL_NAME)
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: `make model` fetches it (or pass --random)")
+    cfg, params, _ = load_model(MODEL_NAME)
+    torch_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                       dtype="float32")
+    return f"{MODEL_NAME} (GGUF dequantized to float32)", cfg, params, torch_model
+
+
+def _best_seconds(fn, repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up: compilation and first-call work, not timed
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def bench_jaxlab(cfg, params, prompt_BT: np.ndarray, new_tokens: int, repeats: int):
+    """(seconds, tokens [B, N]) of greedy generation with :func:`jaxlab.samplers.generate`."""
+    sample_cfg = SampleConfig(max_new_tokens=new_tokens, temperature=0.0)
+    mask_BT = np.ones_like(prompt_BT)
+    key = jax.random.PRNGKey(0)
+
+    def run():
+        out = generate(params, cfg, prompt_BT, mask_BT, key, sample_cfg)
+        return np.asarray(jax.block_until_ready(out.tokens))
+
+    return _best_seconds(run, repeats)
+
+
+def bench_transformers(model, prompt_BT: np.ndarray, new_tokens: int, repeats: int):
+    """(seconds, tokens [B, N]) of greedy ``model.generate`` with exactly ``new_tokens`` tokens."""
+    import torch
+
+    input_ids = torch.from_numpy(prompt_BT.astype(np.int64))
+    attention_mask = torch.ones_like(input_ids)
+
+    def run():
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                 pad_token_id=0, eos_token_id=None, num_beams=1)
+        return out[:, prompt_BT.shape[1]:].numpy()
+
+    return _best_seconds(run, repeats)
+
+
+@dataclasses.dataclass
+class Row:
+    batch_size: int
+    jaxlab_tokens_per_s: float
+    transformers_tokens_per_s: float
+    ratio: float
+    agree: float
+
+
+def bench_batch(cfg, params, torch_model, B: int, args) -> Row:
+    """Both sides at batch size B on the same prompt (row-repeated)."""
+    rng = np.random.default_rng(args.seed)
+    prompt_T = rng.integers(0, cfg.vocab_size, args.prompt_len, dtype=np.int32)
+    prompt_BT = np.broadcast_to(prompt_T, (B, args.prompt_len)).copy()
+    print(f"batch {B}: jaxlab ...", file=sys.stderr, flush=True)
+    jax_s, jax_tokens = bench_jaxlab(cfg, params, prompt_BT, args.new_tokens, args.repeats)
+    print(f"batch {B}: transformers ...", file=sys.stderr, flush=True)
+    torch_s, torch_tokens = bench_transformers(torch_model, prompt_BT, args.new_tokens, args.repeats)
+    n = B * args.new_tokens
+    return Row(batch_size=B, jaxlab_tokens_per_s=n / jax_s, transformers_tokens_per_s=n / torch_s,
+               ratio=torch_s / jax_s, agree=float(np.mean(jax_tokens == torch_tokens)))
+
+
+def markdown(rows: list[Row], info: dict) -> str:
+    lines = [f"Greedy decoding, {info['model']}, prompt {info['prompt_len']} tokens, "
+             f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores), best of "
+             f"{info['repeats']} calls after a warm-up call (compile time excluded).", "",
+             "| batch | jaxlab tokens/s | transformers tokens/s | ratio (jaxlab / transformers) "
+             "| tokens agree |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.batch_size} | {r.jaxlab_tokens_per_s:.1f} | "
+                     f"{r.transformers_tokens_per_s:.1f} | {r.ratio:.2f}x | {r.agree:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    batch_sizes = _positive_ints(args.batch_sizes, "--batch-sizes")
+    for name in ("prompt_len", "new_tokens", "repeats"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_name, cfg, params, torch_model = load_models(args, Path(tmp))
+        torch_model.eval()
+        rows = [bench_batch(cfg, params, torch_model, B, args) for B in batch_sizes]
+    info = {"model": model_name, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "repeats": args.repeats, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "jax": jax.__version__, "torch": torch.__version__, "machine": platform.machine(),
+            "timed": "best whole generate call after one warm-up call; compile time excluded"}
+    table = markdown(rows, info)
+    result = {**info, "rows": [dataclasses.asdict(r) for r in rows]}
+    print(table)
+    print(json.dumps(result))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
