@@ -76,7 +76,9 @@ def render_report(results: dict) -> str:
                if task["samples"] else "") + ".",
             f"Values with {conf}% intervals: Wilson for greedy accuracy, percentile bootstrap over "
             "problems for pass@k and maj@k. pass@k is the unbiased estimator "
-            "1 - C(n-c, k)/C(n, k) over the samples; maj@k verifies the most voted answer.\n",
+            "1 - C(n-c, k)/C(n, k) over the samples; maj@k verifies the most voted answer. A "
+            "bootstrap interval shrinks to a point when every problem scores the same (e.g. none "
+            "solved); Wilson's does not. \"well formed\": greedy answers the task can parse.\n",
             task_table(task), "", f"![accuracy per difficulty]({PLOT_FILE})\n"]
         if "truncated_rate" in task["overall"]:
             lines.append(f"Greedy completions cut off at the token budget: "
