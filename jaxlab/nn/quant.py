@@ -43,14 +43,19 @@ class QuantError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class QuantizedKernel:
     """codes [..., m, blocks, bytes] uint8; scale (and offset, q4_1 only) [..., m, blocks];
-    ``fmt`` and ``shape`` (the kernel's shape without leading layer axes) are static."""
+    ``fmt`` and ``kernel_shape`` (the kernel's shape without leading layer axes) are static.
+    ``shape`` is the dequantized kernel's shape, leading layer axes included."""
 
     codes: jax.Array
     scale: jax.Array
     offset: jax.Array | None
     fmt: str = dataclasses.field(metadata=dict(static=True))
-    shape: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
+    kernel_shape: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
     n_in: int = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape[:-3]) + tuple(self.kernel_shape)
 
     def dequantize(self, dtype=jnp.float32) -> jax.Array:
         """The kernel [..., *shape] in ``dtype`` (module docstring for each format)."""
@@ -73,7 +78,7 @@ class QuantizedKernel:
         m = self.codes.shape[-3]
         w_MN = w.reshape(*lead, m, -1)
         w_NM = jnp.swapaxes(w_MN, -1, -2)
-        return w_NM.reshape(*lead, *self.shape).astype(dtype)
+        return w_NM.reshape(*lead, *self.kernel_shape).astype(dtype)
 
 
 def _matrix(kernel: np.ndarray, n_in: int, lead: int) -> np.ndarray:
