@@ -5,8 +5,8 @@
 
 Shapes are kept few so the sampler compiles a handful of times, not once per batch: every
 batch holds ``min(batch_size, number of prompts)`` rows (the last one is filled up by
-repeating its first row, whose outputs are dropped) and prompts are left-padded to a multiple
-of ``PROMPT_BUCKET`` tokens (padding is masked, so the output does not change).
+repeating its first row, whose outputs are dropped); :func:`jaxlab.samplers.generate` itself
+pads prompt lengths to its buckets.
 
 Each row's text is the decoded completion without its stop token (the task convention:
 the response is what the model wrote after the prompt). A row is ``truncated`` when it used
@@ -25,9 +25,6 @@ from tqdm.auto import tqdm
 from jaxlab.data import chat as chat_lib
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 
-PROMPT_BUCKET = 32
-
-
 def prompts_as_chat(tokenizer) -> bool:
     """Whether task prompts go through the chat template by default: when the tokenizer's
     template makes a text prompt a user message (an instruction-tuned model's template, e.g.
@@ -45,19 +42,11 @@ def encode_task_prompt(tokenizer, prompt: str, *, chat: bool) -> np.ndarray:
     return np.asarray(tokenizer.encode(prompt, bos=tokenizer.add_bos), np.int32)
 
 
-def _bucket(length: int, bucket: int) -> int:
-    return -(-length // bucket) * bucket
-
-
 def _batch_arrays(rows: Sequence[np.ndarray], batch_size: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """[batch_size, T] left-padded tokens and mask, T a multiple of PROMPT_BUCKET; missing rows
-    repeat the first row."""
+    """[batch_size, T] left-padded tokens and mask (:func:`jaxlab.samplers.pad_prompts`);
+    missing rows repeat the first row."""
     rows = list(rows) + [rows[0]] * (batch_size - len(rows))
-    tokens_BT, mask_BT = pad_prompts(rows, pad_id)
-    extra = _bucket(tokens_BT.shape[1], PROMPT_BUCKET) - tokens_BT.shape[1]
-    tokens_BT = np.pad(tokens_BT, ((0, 0), (extra, 0)), constant_values=pad_id)
-    mask_BT = np.pad(mask_BT, ((0, 0), (extra, 0)), constant_values=0)
-    return tokens_BT, mask_BT
+    return pad_prompts(rows, pad_id)
 
 
 def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cfg: SampleConfig,

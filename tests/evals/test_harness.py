@@ -11,7 +11,7 @@ from jaxlab import tasks
 from jaxlab.data import ByteTokenizer
 from jaxlab.data import chat as chat_lib
 from jaxlab.evals import complete, encode_task_prompt, evaluate_task, evaluation_problems, write_results
-from jaxlab.evals.generation import PROMPT_BUCKET, _batch_arrays, prompts_as_chat
+from jaxlab.evals.generation import _batch_arrays, prompts_as_chat
 from jaxlab.evals.report import plot_by_difficulty, results_table
 from jaxlab.samplers import SampleConfig
 
@@ -103,11 +103,12 @@ def test_batching_does_not_change_completions(tiny_model):
     cfg, params = tiny_model
     prompts = [BYTES.encode(p, bos=True) for p in ("1+1=", "cd 3 5 7 t 22:", "sort vobu ke tamin:")]
     tokens_BT, mask_BT = _batch_arrays(prompts, 4, BYTES.pad_id)
-    assert tokens_BT.shape == (4, PROMPT_BUCKET) and mask_BT.sum(axis=1).tolist() == [5, 15, 20, 5]
+    assert tokens_BT.shape == (4, 20) and mask_BT.sum(axis=1).tolist() == [5, 15, 20, 5]
+    assert (tokens_BT[3] == tokens_BT[0]).all()  # the filler row repeats the first
     sample_cfg = SampleConfig(max_new_tokens=5, temperature=0.0, stop_tokens=BYTES.eos_ids,
                               pad_id=BYTES.pad_id)
     key = jax.random.PRNGKey(0)
-    # batches [p0, p1] and [p2, filler]; alone: one row each, no bucket padding shared
+    # batches [p0, p1] and [p2, filler]; alone: one row each, other padding
     together, trunc = complete(cfg, params, BYTES, prompts, sample_cfg=sample_cfg, key=key, batch_size=2,
                                progress=False)
     alone = [complete(cfg, params, BYTES, [p], sample_cfg=sample_cfg, key=key, batch_size=4,
