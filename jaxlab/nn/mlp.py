@@ -1,6 +1,7 @@
 """Gated MLPs: SwiGLU and GeGLU.
 
-    mlp(x) = W_down (act(W_gate x) * (W_up x)),   act = SiLU (SwiGLU) or tanh-GELU (GeGLU)
+    mlp(x) = W_down (act(W_gate x) * (W_up x)),   act = SiLU (SwiGLU), tanh-GELU (GeGLU) or
+                                                   erf-GELU (geglu_exact, as in ModernBERT)
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import jax.numpy as jnp
 
 from jaxlab.nn.linear import dense, init_dense
 
-MlpType = Literal["swiglu", "geglu"]
+MlpType = Literal["swiglu", "geglu", "geglu_exact"]
 
 _ACTIVATIONS = {
     "swiglu": jax.nn.silu,
     "geglu": lambda x: jax.nn.gelu(x, approximate=True),
+    "geglu_exact": lambda x: jax.nn.gelu(x, approximate=False),
 }
 
 
