@@ -66,6 +66,7 @@ from jaxlab.losses.verifier import (
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.train import sharding as shd
+from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import FitConfig, fit
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sft import SFTConfig, train_sft
@@ -178,8 +179,7 @@ class GenRMSource:
 def genrm_loss_sums(params, batch, key, *, model_cfg):
     """verify_nll + sum_rows correct_scale * correct_nll, with count N_v (class docstring)."""
     del key
-    logits = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                               segment_ids_BT=batch["segment_ids"])
+    logits = apply_batch(params, batch, model_cfg)
     is_correct = (batch["correct_scale"] > 0)[:, None]
     v = cross_entropy_sums(logits, batch["targets"], jnp.where(is_correct, 0.0, batch["mask"]))
     c = cross_entropy_sums(logits, batch["targets"], batch["mask"] * batch["correct_scale"][:, None])
@@ -193,15 +193,11 @@ def genrm_scores(params, rows, model_cfg, yes_ids: tuple, no_ids: tuple):
     tokens decide: softmax(logits)[Y] at the verdict position; otherwise the whole-word
     probability exp(log p("Yes" tokens)) of the teacher-forced "Yes" row (the "No" rows,
     ``no_*``, give log p("No") for the two-way variant of p_yes_from_logprobs)."""
-    def logits_of(prefix):
-        return transformer.apply(params, rows[prefix + "inputs"], model_cfg,
-                                 positions_BT=rows[prefix + "positions"],
-                                 segment_ids_BT=rows[prefix + "segment_ids"])
-    logits = logits_of("")
+    logits = apply_batch(params, rows, model_cfg)
     if first_token_decides(yes_ids, no_ids):
         return p_yes(logits_at(logits, first_target_index(rows["mask"])), yes_ids[0], no_ids[0])
     logp_yes, _ = sequence_logprobs(logits, rows["targets"], verdict_word_mask(rows["mask"], len(yes_ids)))
-    logp_no, _ = sequence_logprobs(logits_of("no_"), rows["no_targets"],
+    logp_no, _ = sequence_logprobs(apply_batch(params, rows, model_cfg, prefix="no_"), rows["no_targets"],
                                    verdict_word_mask(rows["no_mask"], len(no_ids)))
     return p_yes_from_logprobs(logp_yes, logp_no)
 

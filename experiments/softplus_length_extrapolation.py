@@ -37,13 +37,11 @@ from jaxlab.data import EOS_ID, PAD_ID
 from jaxlab.data.pipeline import DataConfig, lm_dataset
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig
-from jaxlab.train import sharding as shd
-from jaxlab.train import state as state_lib
-from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.batch import apply_batch
+from jaxlab.train.checkpoint import load_params
 from jaxlab.train.config import ExperimentConfig, TrainConfig
 from jaxlab.train.loop import train
-from jaxlab.train.optim import OptimConfig, make_optimizer
-from jaxlab.train.step import state_shardings
+from jaxlab.train.optim import OptimConfig
 
 CLAIM = ("Softplus attention with re-weighting keeps the validation loss nearly flat (within 10%) "
          "from the training length up to 16x that length, unlike softmax attention.")
@@ -83,29 +81,14 @@ def get_config() -> dict[str, Config]:
 
 def _restore_params(cfg: ExperimentConfig, train_dir: Path) -> dict:
     """The final params of the run in ``train_dir`` (its newest checkpoint)."""
-    mesh = shd.make_mesh(cfg.mesh)
-    optimizer = make_optimizer(cfg.optim, cfg.train.steps)
-    init_state = lambda key: state_lib.create(transformer.init(cfg.model, key), optimizer,  # noqa: E731
-                                              cfg.train.seed)
-    abstract = jax.eval_shape(init_state, jax.random.key(cfg.train.seed))
-    shardings = state_shardings(abstract, mesh, transformer.param_axes)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, shardings)
-    ckpt = Checkpointer(train_dir / "checkpoints")
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {train_dir / 'checkpoints'}")
-    return jax.device_get(restored[1].params)
+    del cfg
+    return load_params(train_dir)[1]
 
 
 @functools.partial(jax.jit, static_argnames="model_cfg")
 def _row_nll(params, batch, model_cfg):
     """Summed next-token negative log-likelihood of each row [B] and its token count [B]."""
-    logits = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                               segment_ids_BT=batch["segment_ids"])
+    logits = apply_batch(params, batch, model_cfg)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
     return jnp.sum(nll * batch["mask"], axis=1), jnp.sum(batch["mask"], axis=1)

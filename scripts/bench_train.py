@@ -204,10 +204,11 @@ def run_prepare(args) -> dict:
     import jax
     import numpy as np
 
+    from jaxlab import config as config_lib
     from jaxlab.models import transformer
 
     spec = model_spec(args.model)
-    cfg = transformer.Config(**spec["model"])
+    cfg = config_lib.from_dict(transformer.Config, spec["model"])  # nested configs (rope scaling) too
     params = jax.jit(transformer.init, static_argnums=0)(cfg, jax.random.key(args.seed))
     flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(x)
             for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -245,15 +246,17 @@ def run_jaxlab(args) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from jaxlab import config as config_lib
     from jaxlab.models import transformer
     from jaxlab.train import sharding as shd
     from jaxlab.train import state as state_lib
     from jaxlab.train.optim import OptimConfig, make_optimizer
-    from jaxlab.train.step import jit_train_step, lm_loss_sums, state_shardings
+    from jaxlab.train.lm import lm_loss_sums
+    from jaxlab.train.step import jit_train_step, state_shardings
 
     base_mb = _rss_mb()
     spec, params_np, batch_np = _load_inputs(Path(args.workdir))
-    cfg = transformer.Config(**spec["model"])
+    cfg = config_lib.from_dict(transformer.Config, spec["model"])  # nested configs (rope scaling) too
     ocfg = OptimConfig(**spec["optim"])
     total_steps = args.warmup + args.steps
     mesh = shd.make_mesh(shd.MeshConfig(data=1, fsdp=1), devices=jax.devices()[:1])
@@ -315,7 +318,8 @@ def run_mfu(args) -> int:
     from jaxlab.train import sharding as shd
     from jaxlab.train import state as state_lib
     from jaxlab.train.optim import OptimConfig, make_optimizer
-    from jaxlab.train.step import jit_train_step, lm_loss_sums, state_shardings
+    from jaxlab.train.lm import lm_loss_sums
+    from jaxlab.train.step import jit_train_step, state_shardings
 
     device = jax.devices()[0]
     peak = mfu.peak_flops(device.device_kind)
@@ -587,7 +591,7 @@ def main(argv=None) -> int:
     print(f"warm-up {args.warmup} steps, timed {args.steps} steps per variant; each variant in "
           "its own subprocess\n", flush=True)
 
-    rows = []
+    rows, failures = [], []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for model in models:
             workdir = Path(tmp) / model
@@ -595,6 +599,7 @@ def main(argv=None) -> int:
             spec = _spawn(args, "prepare", model, workdir)
             if "error" in spec:
                 print(f"{model}: preparing params failed: {spec['error']}")
+                failures.append(f"{model}: prepare")
                 continue
             shape = f"{spec['batch_size']}x{spec['seq_len']}"
             print(f"{model}: {spec['params']:,} params, batch {spec['batch_size']} x seq_len "
@@ -607,6 +612,8 @@ def main(argv=None) -> int:
                                                   f"(compile) {res['first_step_s']:.1f} s")
                     print(f"  round {round_ + 1}/{args.rounds} {variant:<20} {status}", flush=True)
                     by_variant[variant].append(res)
+                    if "error" in res:
+                        failures.append(f"{model}: {variant}")
             for variant, results in by_variant.items():
                 rows.append({"model": model, "params": spec["params"], "shape": shape,
                              "variant": variant, "spec": spec, "result": median_round(results),
@@ -653,6 +660,9 @@ def main(argv=None) -> int:
                "verdicts": verdicts}
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.out}")
+    if failures:
+        print(f"error: {len(failures)} run(s) failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -32,6 +32,7 @@ from jaxlab import tasks as tasks_lib
 from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.models import transformer
+from jaxlab.train.batch import apply_batch
 from jaxlab.samplers import SampleConfig, generate, pad_prompts, process_logits
 
 
@@ -122,8 +123,7 @@ def policy_logprobs(params: dict, batch: dict, model_cfg: transformer.Config,
     (temperature 1 and no filters: the raw model; temperature T: log_softmax(logits / T))."""
     if sample_cfg.greedy:
         raise ValueError("policy log-probs need a sampling temperature > 0 (greedy has no density)")
-    logits_BWV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                                   segment_ids_BT=batch["segment_ids"])
+    logits_BWV = apply_batch(params, batch, model_cfg)
     B, W, V = logits_BWV.shape
     logq_BWV = process_logits(logits_BWV.reshape(B * W, V), sample_cfg).reshape(B, W, V)
     logp_BW = jnp.take_along_axis(logq_BWV, batch["targets"][..., None], axis=-1)[..., 0]

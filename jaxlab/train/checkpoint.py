@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxlab.train import distributed
@@ -142,3 +143,34 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def load_params(workdir: str | Path, step: int | None = None) -> tuple[int, dict]:
+    """(step, params) of a run's checkpoint, read without building a model or an optimizer:
+    only the ``params`` subtree of the saved state, as host numpy arrays of the saved shapes
+    and dtypes. ``workdir``: a run directory holding ``checkpoints/`` (or that folder itself);
+    ``step``: None for the newest. The step's manifest is checked first."""
+    directory = Path(workdir).expanduser().absolute()
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.glob("*") if p.is_dir() and p.name.isdigit()) \
+        if directory.is_dir() else []
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise CheckpointError(f"no checkpoint of step {step} in {directory}; steps: {steps}")
+    problem = verify_manifest(directory / str(step))
+    if problem:
+        raise CheckpointError(f"checkpoint {step} in {directory} is damaged: {problem}")
+    state_dir = directory / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    if "params" not in tree:
+        raise CheckpointError(f"{state_dir} holds no params (keys: {sorted(tree)})")
+    abstract = {"params": jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree["params"])}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=restore_args, partial_restore=True))
+    return step, restored["params"]

@@ -43,6 +43,7 @@ from jaxlab.losses.preference import (
     preference_sums,
 )
 from jaxlab.models import transformer
+from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import FitConfig, FitResult, fit
 from jaxlab.train.optim import OptimConfig
 
@@ -116,8 +117,7 @@ def batch_pair_logprobs(params: dict, batch: Mapping, model_cfg: transformer.Con
     of a flat stacked batch under ``params``: one forward pass over the 2P rows."""
     rows = {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]], axis=0)
             for k in BATCH_KEYS}
-    logits = transformer.apply(params, rows["inputs"], model_cfg, positions_BT=rows["positions"],
-                               segment_ids_BT=rows["segment_ids"])
+    logits = apply_batch(params, rows, model_cfg)
     return pair_logprobs(logits, rows["targets"], rows["mask"])
 
 

@@ -37,7 +37,8 @@ from jaxlab.train import sharding as shd
 from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
 from jaxlab.train.fit import FitConfig, IteratorSource, fit
 from jaxlab.train.plots import plot_curves
-from jaxlab.train.step import jit_eval_sums, lm_eval_sums, lm_loss_sums
+from jaxlab.train.lm import lm_eval_sums, lm_loss_sums
+from jaxlab.train.step import jit_eval_sums
 
 log = logging.getLogger(__name__)
 

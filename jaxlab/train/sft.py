@@ -19,6 +19,7 @@ from jaxlab.data.chat import sft_dataset
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.lm import cross_entropy_sums, dft_sums
 from jaxlab.models import transformer
+from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import FitConfig, FitResult, IteratorSource, fit
 from jaxlab.train.optim import OptimConfig
 
@@ -49,8 +50,7 @@ def sft_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: trans
     """Loss sums of a packed SFT batch (inputs, targets, positions, segment_ids, mask = loss
     mask): ``ce`` = masked cross-entropy, ``dft`` = DFT (see ``jaxlab.losses.lm.dft_sums``)."""
     del key
-    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                                   segment_ids_BT=batch["segment_ids"])
+    logits_BTV = apply_batch(params, batch, model_cfg)
     if loss == "dft":
         return dft_sums(logits_BTV, batch["targets"], batch["mask"])
     return cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"])

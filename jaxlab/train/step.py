@@ -7,6 +7,7 @@ micro-batches the step computes
 
 so accumulating A micro-batches equals one large batch, and devices add their partial sums
 before the one division. The step is jit-compiled with explicit shardings on a device mesh.
+It knows no particular loss: trainers pass theirs (the LM loss is :mod:`jaxlab.train.lm`).
 """
 
 from __future__ import annotations
@@ -18,35 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlab.losses.lm import cross_entropy_sums, normalize_sums
-from jaxlab.models import transformer
+from jaxlab.losses.lm import normalize_sums
 from jaxlab.train import sharding as shd
 from jaxlab.train.state import TrainState
 
 LossSumsFn = Callable[..., dict]  # (params, batch, key[, frozen]) -> sums with "loss", "count"
-
-
-def lm_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
-                 z_loss: float = 0.0) -> dict:
-    """Next-token cross-entropy sums of a packed batch (inputs, targets, positions,
-    segment_ids, mask: all [B, T])."""
-    del key  # no dropout in the LM
-    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                                   segment_ids_BT=batch["segment_ids"])
-    return cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"], z_loss=z_loss)
-
-
-def lm_eval_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
-                 byte_vocab: int = 256) -> dict:
-    """``lm_loss_sums`` plus ``byte_nll`` / ``byte_count``: the sums over targets that are raw
-    bytes (ids < ``byte_vocab``), from which bits per byte = byte_nll / (ln 2 * byte_count)."""
-    del key
-    logits_BTV = transformer.apply(params, batch["inputs"], model_cfg, positions_BT=batch["positions"],
-                                   segment_ids_BT=batch["segment_ids"])
-    sums = cross_entropy_sums(logits_BTV, batch["targets"], batch["mask"])
-    byte_mask_BT = batch["mask"] * (batch["targets"] < byte_vocab)
-    byte_sums = cross_entropy_sums(logits_BTV, batch["targets"], byte_mask_BT)
-    return {**sums, "byte_nll": byte_sums["nll"], "byte_count": byte_sums["count"]}
 
 
 def split_microbatches(batch: dict, n: int) -> dict:

@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from jaxlab.models import transformer  # noqa: E402
 from jaxlab.train import state as state_lib  # noqa: E402
 from jaxlab.train.optim import OptimConfig, make_optimizer  # noqa: E402
-from jaxlab.train.step import lm_loss_sums, train_step  # noqa: E402
+from jaxlab.train.lm import lm_loss_sums  # noqa: E402
+from jaxlab.train.step import train_step  # noqa: E402
 
 _PATH = Path(__file__).resolve().parents[2] / "scripts" / "_torch_twin.py"
 

@@ -94,3 +94,29 @@ def test_manifest_lists_every_file_with_its_digest(tmp_path):
     assert set(manifest) == on_disk
     assert all(len(digest) == 64 for _, digest in manifest.values())
     np.testing.assert_equal(verify_manifest(tmp_path / "ckpt" / "5"), None)
+
+
+def test_load_params_reads_only_the_params(tmp_path):
+    """load_params returns the saved params (values, shapes, dtypes) of the newest or a given
+    step without an optimizer, and names missing steps and folders."""
+    import optax
+
+    from jaxlab.train import state as state_lib
+    from jaxlab.train.checkpoint import CheckpointError, Checkpointer, load_params
+
+    params = {"a": jnp.arange(12.0).reshape(3, 4), "b": {"c": jnp.arange(5, dtype=jnp.int32)}}
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    for step in (1, 2):
+        moved = jax.tree.map(lambda x: x + step, params)
+        ckpt.save(step, state_lib.create(moved, optax.adam(1e-3), 0), {"cursor": step})
+    ckpt.close()
+    step, got = load_params(tmp_path)
+    assert step == 2 and jax.tree.structure(got) == jax.tree.structure(params)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
+        assert isinstance(x, np.ndarray) and x.dtype == y.dtype
+        np.testing.assert_array_equal(x, np.asarray(y) + 2)
+    assert load_params(tmp_path / "checkpoints", step=1)[0] == 1
+    with pytest.raises(CheckpointError, match="no checkpoint of step 5"):
+        load_params(tmp_path, step=5)
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_params(tmp_path / "empty")

@@ -23,7 +23,7 @@ from jaxlab.train import sharding as shd
 from jaxlab.train.fit import fit
 from jaxlab.train.loop import fit_config
 from jaxlab.train.metrics import read_jsonl
-from jaxlab.train.step import lm_loss_sums
+from jaxlab.train.lm import lm_loss_sums
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.py"

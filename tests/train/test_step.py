@@ -11,7 +11,8 @@ from jaxlab.models import transformer as tf
 from jaxlab.train import sharding as shd
 from jaxlab.train import state as state_lib
 from jaxlab.train.optim import OptimConfig, make_optimizer, make_schedule, weight_decay_mask
-from jaxlab.train.step import jit_train_step, lm_loss_sums, state_shardings, train_step
+from jaxlab.train.lm import lm_loss_sums
+from jaxlab.train.step import jit_train_step, state_shardings, train_step
 
 CFG = tf.Config(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
 OPT = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.1)
