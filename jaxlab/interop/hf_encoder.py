@@ -11,7 +11,7 @@ Architectures: ``ModernBertForMaskedLM`` (params with an ``mlm`` head),
     model.layers.{l}.attn.Wqkv.weight            [3 H Dh, D]  layers/attn/{q,k,v}/kernel [l]  [L, D, H, Dh]
     model.layers.{l}.attn.Wo.weight              [D, H Dh]    layers/attn/o/kernel [l]        [L, H, Dh, D]
     model.layers.{l}.mlp_norm.{weight,bias}      [D]          layers/mlp_norm/... [l]         [L, D]
-    model.layers.{l}.mlp.Wi.weight               [2 F, D]     layers/mlp/{gate,up}/kernel [l] [L, D, F]  (gate = rows :F)
+    model.layers.{l}.mlp.Wi.weight               [2 F, D]     layers/mlp/{gate,up}/kernel [l] [L, D, F] (gate: rows :F)
     model.layers.{l}.mlp.Wo.weight               [D, F]       layers/mlp/down/kernel [l]      [L, F, D]
     model.final_norm.{weight,bias}               [D]          final_norm/{scale,bias}         [D]
     head.dense.{weight,bias}                     [D, D]       {mlm,classifier}/dense/...      [D, D]

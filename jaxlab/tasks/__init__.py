@@ -17,7 +17,7 @@ Tasks (``TASKS``; name: prompt -> reference answer; difficulty knob):
     last_letters   "last vobu ke tamin:" -> "uen"          words
     word_sort      "sort vobu ke tamin:" -> "ke tamin vobu"  words
     doc_extract    document text -> one-line JSON record    fields, distractors, noise
-    table_*        table questions (lookup, reverse_lookup, row, column, size, merged); see
+    table_*        table questions (lookup, reverse_lookup, row, column, size, partition, merged); see
                    :mod:`jaxlab.tasks.documents`
 
 The answer convention (every task): the response is the completion only, and its answer is

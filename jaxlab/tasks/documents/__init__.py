@@ -1,7 +1,8 @@
 """Document tasks: field extraction from synthetic business documents and table structure.
 
     doc_extract           invoice / receipt / purchase order / form text -> one-line JSON record
-    table_lookup, table_reverse_lookup, table_row, table_column, table_size, table_merged
+    table_lookup, table_reverse_lookup, table_row, table_column, table_size, table_partition,
+    table_merged
                           "Table Meets LLM" structure questions over markdown / HTML / CSV / JSON
 
 Every task is registered in :mod:`jaxlab.tasks` (``jaxlab.tasks.get("doc_extract")``).
@@ -15,12 +16,13 @@ from jaxlab.tasks.documents.extraction import DocumentExtraction
 from jaxlab.tasks.documents.generator import Document, bio_label_names, bio_tags, render_document
 from jaxlab.tasks.documents.records import field_scores, parse_json, parse_record
 from jaxlab.tasks.documents.tables import (TABLE_TASKS, Table, TableColumn, TableLookup, TableMerged,
-                                           TableReverseLookup, TableRow, TableSize, draw_table, serialize)
+                                           TablePartition, TableReverseLookup, TableRow, TableSize, draw_table,
+                                           serialize)
 from jaxlab.tasks.documents.values import normalize
 
 DOCUMENT_TASKS = (DocumentExtraction(),) + tuple(cls() for cls in TABLE_TASKS)
 
 __all__ = ["DOCUMENT_TASKS", "Document", "DocumentExtraction", "TABLE_TASKS", "Table", "TableColumn",
-           "TableLookup", "TableMerged", "TableReverseLookup", "TableRow", "TableSize", "bio_label_names",
-           "bio_tags", "draw_table", "field_scores", "normalize", "parse_json", "parse_record",
+           "TableLookup", "TableMerged", "TablePartition", "TableReverseLookup", "TableRow", "TableSize",
+           "bio_label_names", "bio_tags", "draw_table", "field_scores", "normalize", "parse_json", "parse_record",
            "render_document", "serialize"]

@@ -86,15 +86,20 @@ SCHEMAS = {
 }
 # look-alike fields shown only as distractors: (type, labels)
 DISTRACTORS = {
-    "invoice": {"ship_date": ("date", ("Ship Date", "Shipped On")), "amount_paid": ("amount", ("Amount Paid", "Total Paid")),
-                "reference_number": ("id", ("Reference No.", "Ref #")), "ship_to_name": ("text", ("Ship To", "Deliver To")),
+    "invoice": {"ship_date": ("date", ("Ship Date", "Shipped On")),
+                "amount_paid": ("amount", ("Amount Paid", "Total Paid")),
+                "reference_number": ("id", ("Reference No.", "Ref #")),
+                "ship_to_name": ("text", ("Ship To", "Deliver To")),
                 "discount": ("amount", ("Discount",)), "previous_balance": ("amount", ("Previous Balance",))},
     "receipt": {"cashier": ("text", ("Cashier", "Served By")), "change": ("amount", ("Change", "Change Due")),
-                "tendered": ("amount", ("Cash Tendered", "Amount Tendered")), "register_id": ("id", ("Register", "Till No."))},
+                "tendered": ("amount", ("Cash Tendered", "Amount Tendered")),
+                "register_id": ("id", ("Register", "Till No."))},
     "purchase_order": {"quote_number": ("id", ("Quote No.", "Quotation #")), "quote_date": ("date", ("Quote Date",)),
                        "freight": ("amount", ("Freight", "Shipping")), "approved_by": ("text", ("Approved By",))},
-    "form": {"emergency_contact": ("text", ("Emergency Contact",)), "emergency_phone": ("phone", ("Emergency Phone",)),
-             "previous_policy": ("id", ("Previous Policy No.",)), "start_date": ("date", ("Start Date", "Effective Date"))},
+    "form": {"emergency_contact": ("text", ("Emergency Contact",)),
+             "emergency_phone": ("phone", ("Emergency Phone",)),
+             "previous_policy": ("id", ("Previous Policy No.",)),
+             "start_date": ("date", ("Start Date", "Effective Date"))},
 }
 CONFUSIONS = {"O": "0", "0": "O", "l": "1", "1": "l", "I": "l", "S": "5", "5": "S", "B": "8", "e": "c",
               "a": "o", "m": "rn", "rn": "m", "cl": "d", "i": "í"}

@@ -6,6 +6,8 @@ random tables serialised as markdown, HTML, CSV or JSON (a list of row objects).
     table_row             data row r, left to right, " | "-separated          -> "Lena Weber | Oslo | 12.50"
     table_column          column "C", top to bottom, " | "-separated         -> "Oslo | Porto | Graz"
     table_size            data rows,columns (the header row is not counted)  -> "5,4"
+    table_partition       the table's first and last cell, " | "-separated, where the table
+                          sits between paragraphs of text                    -> "Name | 12.50"
     table_merged          top-left row,column of every merged cell (HTML rowspan / colspan;
                           HTML only, the one serialisation here that can merge), blank-separated,
                           any order                                          -> "2,1 4,3"
@@ -251,7 +253,8 @@ class TableSize(_TableTask):
     def _generate(self, rng, difficulty):
         table = draw_table(rng, difficulty)
         n_rows, n_cols = len(table.rows), len(table.header)
-        question = "How many data rows (not counting the header) and columns does the table have? Answer as rows,columns."
+        question = ("How many data rows (not counting the header) and columns does the table have? "
+                    "Answer as rows,columns.")
         return self._example(rng, difficulty, table, question, f"{n_rows},{n_cols}", rows=n_rows, columns=n_cols)
 
     def parse(self, answer):
@@ -259,6 +262,35 @@ class TableSize(_TableTask):
 
     def check(self, meta, parsed):
         return parsed == (meta["rows"], meta["columns"])
+
+
+PROSE = ("The figures below were exported from the accounting system on request.",
+         "Please review the entries and report any discrepancy within 14 days.",
+         "Amounts are shown before discounts; 3 items were returned last month.",
+         "This summary replaces the version sent on 2 May.", "Contact the office at +44 20 7946 0958 with questions.",
+         "Rows marked pending will be processed in the next cycle.", "All dates use the ISO format.",
+         "Thank you for your business.", "Totals exclude shipping | handling fees.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TablePartition(_TableTask):
+    name = "table_partition"
+
+    def _example(self, rng, difficulty, table, question, answer, **meta):
+        fmt = self.formats[int(rng.integers(len(self.formats)))]
+        before, after = (" ".join(V.pick(rng, PROSE) for _ in range(int(rng.integers(1, 4)))) for _ in range(2))
+        prompt = f"Text ({fmt} table inside):\n{before}\n{serialize(table, fmt)}\n{after}\n\n{question}\nAnswer: "
+        return Example(prompt, answer, {"task": self.name, "difficulty": difficulty, "format": fmt, **meta})
+
+    def _generate(self, rng, difficulty):
+        table = draw_table(rng, difficulty)
+        cells = [table.header[0], table.rows[-1][-1]]
+        question = ('The text above holds one table. Give its first cell (the first header) and its last cell '
+                    '(the last row\'s last value), separated by " | ".')
+        return self._example(rng, difficulty, table, question, " | ".join(cells), cells=cells)
+
+    parse = TableRow.parse
+    check = TableRow.check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,4 +321,4 @@ class TableMerged(_TableTask):
         return parsed == frozenset(tuple(p) for p in meta["corners"])
 
 
-TABLE_TASKS = (TableLookup, TableReverseLookup, TableRow, TableColumn, TableSize, TableMerged)
+TABLE_TASKS = (TableLookup, TableReverseLookup, TableRow, TableColumn, TableSize, TablePartition, TableMerged)

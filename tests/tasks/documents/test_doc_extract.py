@@ -114,12 +114,14 @@ def test_known_field_scores():
 
 
 @pytest.mark.parametrize("value, kind, key", [
-    ("2024-03-12", "date", "2024-03-12"), ("2024/03/12", "date", "2024-03-12"), ("12.03.2024", "date", "2024-03-12"),
-    ("March 12, 2024", "date", "2024-03-12"), ("12-Mar-2024", "date", "2024-03-12"), ("Mar 12 2024", "date", "2024-03-12"),
+    ("2024-03-12", "date", "2024-03-12"), ("2024/03/12", "date", "2024-03-12"),
+    ("12.03.2024", "date", "2024-03-12"), ("March 12, 2024", "date", "2024-03-12"),
+    ("12-Mar-2024", "date", "2024-03-12"), ("Mar 12 2024", "date", "2024-03-12"),
     ("03/12/2024", "date", None), ("2024-02-30", "date", None), ("２０２４-03-12", "date", None),
     ("$1,234.56", "amount", "1234.56"), ("1.234,56 EUR", "amount", "1234.56"), ("CHF 1'234.56", "amount", "1234.56"),
     ("1 234,56", "amount", "1234.56"), ("12,50", "amount", "12.50"), ("¥1,234", "amount", "1234"),
-    ("1,234,567", "amount", "1234567"), ("١٢٣", "amount", None), ("１２.５", "amount", None), ("12..5", "amount", None),
+    ("1,234,567", "amount", "1234567"), ("١٢٣", "amount", None), ("１２.５", "amount", None),
+    ("12..5", "amount", None),
     ("1e5", "amount", None), ("NaN", "amount", None), (True, "amount", None), (1e300, "amount", None),
     ("  Acme   Labs ", "text", "acme labs"), ("inv-7", "id", "inv-7"), ("eur", "currency", "EUR"),
     ("euro", "currency", None), ("+44 (20) 7946-0958", "phone", "+442079460958"), ("call me", "phone", None),

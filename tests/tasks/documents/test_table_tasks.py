@@ -14,7 +14,8 @@ from jaxlab import tasks
 from jaxlab.tasks.documents import Table, draw_table, serialize
 from jaxlab.tasks.documents.tables import FORMATS, draw_merges
 
-TABLE_TASKS = ["table_lookup", "table_reverse_lookup", "table_row", "table_column", "table_size", "table_merged"]
+TABLE_TASKS = ["table_lookup", "table_reverse_lookup", "table_row", "table_column", "table_size", "table_partition",
+               "table_merged"]
 
 
 def parse_table(text, fmt):
@@ -97,6 +98,9 @@ def test_known_answers_on_a_fixed_table():
     size = tasks.get("table_size")
     assert size.verify(meta("table_size", rows=3, columns=2), "3,2") == 1.0
     assert size.verify(meta("table_size", rows=3, columns=2), "4,2") == 0.0  # header counted
+    partition = tasks.get("table_partition")
+    m = meta("table_partition", cells=["Name", "Graz"])
+    assert partition.verify(m, "name | graz") == 1.0 and partition.verify(m, "Name | Uma Ueda") == 0.0
     merged = tasks.get("table_merged")
     m = meta("table_merged", corners=[[2, 1], [4, 3]])
     assert merged.verify(m, "4,3 2,1") == merged.verify(m, "2,1 4,3") == 1.0
