@@ -130,10 +130,12 @@ def _cell(metric: dict | None, value_key: str = "value") -> str:
 
 
 def results_table(folders) -> str:
-    """Markdown: one row per evaluation folder (its results.json), the task's overall greedy
-    accuracy, pass@1, the largest pass@k and maj@k with their intervals, and the share of
-    well-formed greedy answers. Raises FileNotFoundError naming a folder without results."""
-    head = ["task", "n", "split", "samples", "greedy", "pass@1", "pass@k", "maj@k", "well formed"]
+    """Markdown: one row per evaluation folder (its results.json, linked by the folder name):
+    the task, chat or plain prompts, the task's overall greedy accuracy, pass@1, the largest
+    pass@k and maj@k with their intervals, and the share of well-formed greedy answers.
+    Raises FileNotFoundError naming a folder without results."""
+    head = ["run", "task", "prompt", "n", "split", "samples", "greedy", "pass@1", "pass@k", "maj@k",
+            "well formed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for folder in folders:
         path = Path(folder) / RESULTS_FILE
@@ -143,7 +145,9 @@ def results_table(folders) -> str:
         if task is None:
             continue
         overall, k = task["overall"], task["samples"]
-        cells = [f"[{task['task']}]({Path(folder).name}/{REPORT_FILE})", str(task["n"]), task["split"],
+        name = Path(folder).name
+        cells = [f"[{name}]({name}/{REPORT_FILE})", task["task"], "chat" if task["chat"] else "plain",
+                 str(task["n"]), task["split"],
                  str(k), _cell(overall.get("greedy"), "accuracy"), _cell(overall.get("pass@1")),
                  f"k={k}: {_cell(overall[f'pass@{k}'])}" if k else "", _cell(overall.get(f"maj@{k}")),
                  f"{overall['format_rate']:.3f}" if "format_rate" in overall else ""]

@@ -68,7 +68,8 @@ def test_write_results_round_trip(byte_results, tmp_path):
     assert "maj@3" in report and "eval.png" in report
     table = results_table([tmp_path / "out"]).splitlines()
     g = byte_results["overall"]["greedy"]
-    assert len(table) == 3 and table[2].startswith("| [countdown](out/report.md) | 7 | all | 3 | ")
+    assert len(table) == 3
+    assert table[2].startswith("| [out](out/report.md) | countdown | plain | 7 | all | 3 | ")
     assert f"{g['accuracy']:.3f} [{g['low']:.3f}, {g['high']:.3f}]" in table[2]
     with pytest.raises(FileNotFoundError, match="not an evaluation folder"):
         results_table([tmp_path])
