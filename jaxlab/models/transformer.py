@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention, rope_for
 from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import init_dense
-from jaxlab.nn.mlp import MlpType, init_mlp, mlp
+from jaxlab.nn.mlp import MlpType, init_mlp, mlp_down, mlp_hidden
 from jaxlab.nn.norms import NormType, init_norm, norm
 from jaxlab.nn.rope import RopeScaling
 
@@ -182,52 +182,96 @@ def param_axes(path: str) -> tuple[str, ...]:
     return PARAM_AXES[path]
 
 
+# What ``apply(capture=...)`` can read from every layer, each stacked on a leading [L] axis.
+CAPTURE_POINTS = {
+    "resid": "the residual stream entering the layer [L, B, T, D]",
+    "attn_out": "the attention block's output added to the stream [L, B, T, D]",
+    "mlp_hidden": "the MLP hidden act(W_gate h) * W_up h, the down projection's input [L, B, T, F]",
+    "mlp_out": "the MLP block's output added to the stream [L, B, T, D]",
+}
+# What ``apply(intervention=...)`` can change, each an array with a leading [L] axis.
+INTERVENTIONS = {
+    "head_scale": "[L, H]: multiplies each head's output before W_o (0 ablates the head)",
+    "mlp_hidden_scale": "[L, F]: multiplies the MLP hidden units (0 ablates a unit)",
+    "resid_add": "[L, D]: added to the residual stream entering the layer (steering)",
+}
+
+
 def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, rope, segment_ids_BT,
-           cache_index, kv_segment_ids_BS):
+           cache_index, kv_segment_ids_BS, edit=None, capture=()):
+    """One block; ``edit`` holds this layer's slice of the interventions, ``capture`` names
+    the points to return (dict)."""
+    edit = edit or {}
+    if "resid_add" in edit:
+        x_BTD = x_BTD + edit["resid_add"].astype(x_BTD.dtype)
+    seen = {"resid": x_BTD}
     h_BTD = norm(layer_params["attn_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     attn_BTD, new_cache = attention_block(
         layer_params["attn"], h_BTD, cfg.attention, rope=rope,
         segment_ids_BT=segment_ids_BT, cache=cache_layer, cache_index=cache_index,
-        kv_segment_ids_BS=kv_segment_ids_BS)
+        kv_segment_ids_BS=kv_segment_ids_BS, head_scale_H=edit.get("head_scale"))
     x_BTD = x_BTD + attn_BTD
     h_BTD = norm(layer_params["mlp_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
-    return x_BTD + mlp(layer_params["mlp"], h_BTD, cfg.mlp_type), new_cache
+    hidden_BTF = mlp_hidden(layer_params["mlp"], h_BTD, cfg.mlp_type)
+    if "mlp_hidden_scale" in edit:
+        hidden_BTF = hidden_BTF * edit["mlp_hidden_scale"].astype(hidden_BTF.dtype)
+    mlp_BTD = mlp_down(layer_params["mlp"], hidden_BTF)
+    seen.update(attn_out=attn_BTD, mlp_hidden=hidden_BTF, mlp_out=mlp_BTD)
+    return x_BTD + mlp_BTD, new_cache, {name: seen[name] for name in capture}
+
+
+def _check_edits(intervention: dict | None, capture: tuple, cfg: Config) -> None:
+    for name in capture:
+        if name not in CAPTURE_POINTS:
+            raise ValueError(f"unknown capture point {name!r}; points are {sorted(CAPTURE_POINTS)}")
+    widths = {"head_scale": cfg.n_heads, "mlp_hidden_scale": cfg.mlp_dim, "resid_add": cfg.d_model}
+    for name, value in (intervention or {}).items():
+        if name not in INTERVENTIONS:
+            raise ValueError(f"unknown intervention {name!r}; interventions are {sorted(INTERVENTIONS)}")
+        if tuple(value.shape) != (cfg.n_layers, widths[name]):
+            raise ValueError(f"intervention {name!r} must be [L, {widths[name]}]="
+                             f"{(cfg.n_layers, widths[name])}, got {tuple(value.shape)}")
 
 
 def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv_cache=None,
-             cache_index=0, kv_segment_ids_BS=None, return_hidden=False, last_only=False):
-    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None).
+             cache_index=0, kv_segment_ids_BS=None, return_hidden=False, last_only=False,
+             intervention=None, capture=()):
+    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None,
+    captured {point: [L, ...]}).
 
     With ``kv_cache`` ({"k", "v": [L, B, S, K, Dh]}) the stacked cache rides in the layer
     scan's carry: layer l reads its slice and writes back only this call's T new slots,
     ``k[l, :, index:index+T] = k_new``, a ``dynamic_update_slice`` XLA performs in place (the
     cache is neither copied per layer nor re-stacked as a scan output). ``last_only`` unembeds
-    the last position only (logits [B, 1, V]).
+    the last position only (logits [B, 1, V]). ``intervention`` ({name: [L, ...]},
+    :data:`INTERVENTIONS`) is scanned with the layers, each layer taking its slice.
     """
     x_BTD = embed(params["embed"], tokens_BT, cfg.dtype)
     rope = rope_for(cfg.attention, positions_BT)
     T = tokens_BT.shape[1]
+    edits = intervention or {}
 
     def body(carry, xs):
         x_BTD, kv = carry
-        layer_params, l = xs
+        layer_params, l, edit = xs
         cache_layer = None if kv is None else {name: kv[name][l] for name in ("k", "v")}
-        x_BTD, new_layer = _layer(cfg, x_BTD, layer_params, cache_layer, rope=rope,
-                                  segment_ids_BT=segment_ids_BT, cache_index=cache_index,
-                                  kv_segment_ids_BS=kv_segment_ids_BS)
+        x_BTD, new_layer, seen = _layer(cfg, x_BTD, layer_params, cache_layer, rope=rope,
+                                        segment_ids_BT=segment_ids_BT, cache_index=cache_index,
+                                        kv_segment_ids_BS=kv_segment_ids_BS, edit=edit,
+                                        capture=capture)
         if kv is not None:
             kv = {name: jax.lax.dynamic_update_slice(
                       kv[name],
                       jax.lax.dynamic_slice_in_dim(new_layer[name], cache_index, T, axis=1)[None],
                       (l, 0, cache_index, 0, 0))
                   for name in ("k", "v")}
-        return (x_BTD, kv), x_BTD if return_hidden else None
+        return (x_BTD, kv), (x_BTD if return_hidden else None, seen)
 
     if cfg.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
     x0_BTD = x_BTD
-    (x_BTD, new_cache), hidden_LBTD = jax.lax.scan(
-        body, (x_BTD, kv_cache), (params["layers"], jnp.arange(cfg.n_layers)),
+    (x_BTD, new_cache), (hidden_LBTD, captured) = jax.lax.scan(
+        body, (x_BTD, kv_cache), (params["layers"], jnp.arange(cfg.n_layers), edits),
         unroll=min(cfg.scan_unroll, cfg.n_layers))
     if last_only:
         x_BTD = x_BTD[:, -1:]
@@ -236,11 +280,12 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
     logits_BTV = unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings)
     if return_hidden:
         hidden_LBTD = jnp.concatenate([x0_BTD[None], hidden_LBTD], axis=0)
-    return logits_BTV, new_cache, hidden_LBTD
+    return logits_BTV, new_cache, hidden_LBTD, captured
 
 
 def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.Array | None = None,
-          segment_ids_BT: jax.Array | None = None, return_hidden: bool = False):
+          segment_ids_BT: jax.Array | None = None, return_hidden: bool = False,
+          intervention: dict | None = None, capture: tuple[str, ...] = ()):
     """Logits [B, T, V] (float32) of a batch of token rows.
 
     Args:
@@ -248,14 +293,23 @@ def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.
       segment_ids_BT: packed-sequence ids; tokens attend only within their segment (0 = pad).
       return_hidden: also return the residual stream before each layer and after the last,
         ``hidden_LBTD`` of shape [n_layers + 1, B, T, D] (before the final norm).
+      intervention: {name: [L, ...]} edits of activations (:data:`INTERVENTIONS`): a pure
+        argument, jit-able and batched like the tokens.
+      capture: names of :data:`CAPTURE_POINTS` to return, as a dict of [L, ...] arrays.
+    Returns logits, then hidden (with ``return_hidden``), then the captured dict (with
+    ``capture``).
     """
     if tokens_BT.ndim != 2:
         raise ValueError(f"tokens must be [B, T], got shape {tokens_BT.shape}")
+    capture = tuple(capture)
+    _check_edits(intervention, capture, cfg)
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    logits_BTV, _, hidden_LBTD = _forward(params, tokens_BT, cfg, positions_BT=positions_BT,
-                                          segment_ids_BT=segment_ids_BT, return_hidden=return_hidden)
-    return (logits_BTV, hidden_LBTD) if return_hidden else logits_BTV
+    logits_BTV, _, hidden_LBTD, captured = _forward(
+        params, tokens_BT, cfg, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT,
+        return_hidden=return_hidden, intervention=intervention, capture=capture)
+    out = (logits_BTV,) + ((hidden_LBTD,) if return_hidden else ()) + ((captured,) if capture else ())
+    return out if len(out) > 1 else logits_BTV
 
 
 def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
@@ -288,7 +342,7 @@ def _cached_forward(params, tokens_BT, cfg, cache, mask_BT, last_only=False):
     index = cache["index"]
     kv_segment_ids_BS = jax.lax.dynamic_update_slice_in_dim(
         cache["segment_ids"], segment_ids_BT, index, axis=1)
-    logits_BTV, kv, _ = _forward(
+    logits_BTV, kv, _, _ = _forward(
         params, tokens_BT, cfg, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT,
         kv_cache={"k": cache["k"], "v": cache["v"]}, cache_index=index,
         kv_segment_ids_BS=kv_segment_ids_BS, last_only=last_only)

@@ -67,12 +67,14 @@ def rope_for(cfg: AttentionConfig, positions_BT: jax.Array) -> tuple[jax.Array, 
 def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
                     rope: tuple[jax.Array, jax.Array], segment_ids_BT: jax.Array | None = None,
                     cache: dict | None = None, cache_index: jax.Array | int = 0,
-                    kv_segment_ids_BS: jax.Array | None = None):
+                    kv_segment_ids_BS: jax.Array | None = None,
+                    head_scale_H: jax.Array | None = None):
     """Returns (out_BTD, new_cache). ``rope`` = ``rope_for(cfg, positions_BT)``; ``cache`` =
     {"k", "v": [B, S, K, Dh]} or None.
 
     With a cache, ``kv_segment_ids_BS`` are the segment ids of all S cache slots (this call's
-    slots included) and ``segment_ids_BT`` those of the queries.
+    slots included) and ``segment_ids_BT`` those of the queries. ``head_scale_H`` multiplies
+    each head's output before W_o (an intervention: 0 ablates a head).
     """
     q_BTHD = dense(params["q"], x_BTD, "btd,dhk->bthk")
     k_BTKD = dense(params["k"], x_BTD, "btd,dhk->bthk")
@@ -99,4 +101,6 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
                              q_offset=cache_index, impl=cfg.impl, kind=cfg.kind,
                              reweight_power=cfg.reweight_power)
         new_cache = {"k": k_BSKD, "v": v_BSKD}
+    if head_scale_H is not None:
+        out_BTHD = out_BTHD * head_scale_H.astype(out_BTHD.dtype)[:, None]
     return dense(params["o"], out_BTHD, "bthk,hkd->btd"), new_cache

@@ -33,9 +33,19 @@ def init_mlp(key: jax.Array, d_model: int, mlp_dim: int, *, dtype=jnp.float32, b
     }
 
 
-def mlp(params: dict, x_BTD: jax.Array, kind: MlpType = "swiglu") -> jax.Array:
+def mlp_hidden(params: dict, x_BTD: jax.Array, kind: MlpType = "swiglu") -> jax.Array:
+    """act(W_gate x) * (W_up x) [B, T, F]: the input of the down projection."""
     if kind not in _ACTIVATIONS:
         raise ValueError(f"unknown mlp type {kind!r}; expected one of {sorted(_ACTIVATIONS)}")
     gate_BTF = dense(params["gate"], x_BTD, "btd,df->btf")
     up_BTF = dense(params["up"], x_BTD, "btd,df->btf")
-    return dense(params["down"], _ACTIVATIONS[kind](gate_BTF) * up_BTF, "btf,fd->btd")
+    return _ACTIVATIONS[kind](gate_BTF) * up_BTF
+
+
+def mlp_down(params: dict, hidden_BTF: jax.Array) -> jax.Array:
+    """W_down h [B, T, D]."""
+    return dense(params["down"], hidden_BTF, "btf,fd->btd")
+
+
+def mlp(params: dict, x_BTD: jax.Array, kind: MlpType = "swiglu") -> jax.Array:
+    return mlp_down(params, mlp_hidden(params, x_BTD, kind))

@@ -1,0 +1,88 @@
+"""Capture and interventions through transformer.apply (pure arguments), the logit lens, and
+super-weight detection on a planted super weight."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.analysis import lens
+from jaxlab.models import transformer
+
+CFG = transformer.Config(vocab_size=64, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=48)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return transformer.init(CFG, jax.random.key(0))
+
+
+def tokens():
+    return jax.random.randint(jax.random.key(1), (2, 7), 0, CFG.vocab_size)
+
+
+def test_captured_points_add_up_to_the_stream(params):
+    logits, hidden, seen = transformer.apply(params, tokens(), CFG, return_hidden=True,
+                                             capture=("resid", "attn_out", "mlp_hidden", "mlp_out"))
+    np.testing.assert_allclose(logits, transformer.apply(params, tokens(), CFG), atol=1e-6)
+    assert seen["mlp_hidden"].shape == (3, 2, 7, 48)
+    np.testing.assert_allclose(seen["resid"], hidden[:-1], atol=1e-6)
+    np.testing.assert_allclose(seen["resid"] + seen["attn_out"] + seen["mlp_out"], hidden[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown capture point"):
+        transformer.apply(params, tokens(), CFG, capture=("attn_probs",))
+
+
+def test_interventions_are_pure_and_do_what_they_say(params):
+    ones = {"head_scale": jnp.ones((3, 4)), "mlp_hidden_scale": jnp.ones((3, 48)), "resid_add": jnp.zeros((3, 32))}
+    base = transformer.apply(params, tokens(), CFG)
+    np.testing.assert_allclose(transformer.apply(params, tokens(), CFG, intervention=ones), base, atol=1e-6)
+    # zeroing every head of every layer leaves only the MLP path: attn_out is 0
+    _, seen = transformer.apply(params, tokens(), CFG, intervention={"head_scale": jnp.zeros((3, 4))},
+                                capture=("attn_out",))
+    assert float(jnp.abs(seen["attn_out"]).max()) == 0.0
+    # ablating one MLP unit zeroes it in the captured hidden, and only it
+    scale = jnp.ones((3, 48)).at[1, 5].set(0.0)
+    _, seen = transformer.apply(params, tokens(), CFG, intervention={"mlp_hidden_scale": scale}, capture=("mlp_hidden",))
+    assert float(jnp.abs(seen["mlp_hidden"][1, :, :, 5]).max()) == 0.0 and float(jnp.abs(seen["mlp_hidden"][0, :, :, 5]).max()) > 0
+    # jit-able with the intervention as an argument
+    f = jax.jit(lambda iv: transformer.apply(params, tokens(), CFG, intervention=iv))
+    assert not np.allclose(f({"resid_add": jnp.ones((3, 32))}), base)
+    with pytest.raises(ValueError, match=r"must be \[L, 4\]"):
+        transformer.apply(params, tokens(), CFG, intervention={"head_scale": jnp.ones((3, 5))})
+
+
+def test_logit_lens_ends_at_the_model_output(params, tmp_path):
+    lp = lens.logit_lens(params, CFG, tokens())
+    assert lp.shape == (4, 2, 7, 64)
+    np.testing.assert_allclose(lp[-1], jax.nn.log_softmax(transformer.apply(params, tokens(), CFG)), atol=1e-5)
+    answer = jnp.argmax(lp[-1][:, -1], axis=-1)
+    ranks = lens.answer_ranks(lp, answer)
+    assert ranks.shape == (4, 2) and ranks[-1].tolist() == [0, 0]
+    lens.plot_answer_ranks(ranks, tmp_path / "lens.png", labels=["a", "b"])
+    assert (tmp_path / "lens.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_planted_super_weight_is_found_and_zeroing_it_matters(params):
+    planted = lens.set_down_weight(params, 1, 7, 3, 40.0)
+    up = planted["layers"]["mlp"]["up"]["kernel"].at[1, :, 7].multiply(20.0)  # a huge hidden unit
+    planted = {**planted, "layers": {**planted["layers"], "mlp": {**planted["layers"]["mlp"],
+                                                                  "up": {"kernel": up}}}}
+    found = lens.find_super_weight(planted, CFG, tokens())
+    assert (found["layer"], found["row"], found["col"]) == (1, 7, 3) and found["value"] == 40.0
+    zeroed = lens.set_down_weight(planted, 1, 7, 3, 0.0)
+    change = jnp.abs(transformer.apply(zeroed, tokens(), CFG) - transformer.apply(planted, tokens(), CFG)).max()
+    assert float(change) > 1.0
+
+
+def test_rtn_holding_out_an_outlier_keeps_the_other_weights_finer():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 64)).astype(np.float32) * 0.1
+    w[2, 10] = 30.0
+    plain = lens.rtn_quantize(w, 4, 64)
+    held = lens.rtn_quantize(w, 4, 64, keep=[(2, 10)])
+    others = np.ones_like(w, bool)
+    others[2, 10] = False
+    assert held[2, 10] == 30.0
+    assert np.abs(held - w)[2][others[2]].max() < 0.1 * np.abs(plain - w)[2][others[2]].max()
+    with pytest.raises(ValueError, match="multiple of block"):
+        lens.rtn_quantize(w, 4, 48)
