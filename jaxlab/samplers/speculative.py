@@ -61,3 +61,89 @@ def accept_draft(p_BGV: jax.Array, q_BGV: jax.Array, draft_BG: jax.Array, key: j
     next_B = jax.random.categorical(k_next, jnp.log(jnp.maximum(dist_BV, 1e-38)), axis=-1)
     next_B = jnp.where(dist_BV[jnp.arange(B), next_B] > 0, next_B, jnp.argmax(dist_BV, -1))
     return n_B.astype(jnp.int32), next_B.astype(jnp.int32)
+
+
+# ---------------------------------------------------------------- the decoding loop
+
+def rollback(cache: dict, length: int) -> dict:
+    """A transformer KV cache cut back to its first ``length`` slots (every row holds the same
+    number of real tokens): later slots are forgotten (segment id 0) and overwritten next."""
+    keep_S = jnp.arange(cache["segment_ids"].shape[1]) < length
+    return {**cache, "index": jnp.asarray(length, jnp.int32),
+            "positions": jnp.full_like(cache["positions"], length),
+            "segment_ids": cache["segment_ids"] * keep_S[None].astype(cache["segment_ids"].dtype)}
+
+
+def speculative_generate(target_params: dict, target_cfg, draft_params: dict, draft_cfg, prompt, *,
+                         gamma: int = 4, max_new_tokens: int = 64, temperature: float = 0.0,
+                         stop_tokens=(), key: jax.Array | None = None) -> dict:
+    """Speculative decoding of one prompt (module docstring): each round the draft proposes
+    ``gamma`` tokens one at a time and the target scores the pending token and all of them in
+    one pass over its KV cache; both caches are rolled back past the rejected tokens.
+    ``temperature=0`` is greedy (exactly the target's greedy output); otherwise both models
+    sample from softmax(logits / temperature) and the output follows the target's
+    distribution. The draft is any model with the target's vocabulary (e.g.
+    :func:`jaxlab.analysis.layers.drop_layers` of the target).
+
+    Returns ``{"tokens": list[int], "target_calls", "draft_calls", "accepted": [n per round]}``."""
+    from jaxlab.models import transformer
+
+    if gamma < 1 or max_new_tokens < 1:
+        raise ValueError(f"gamma and max_new_tokens must be >= 1, got {gamma}, {max_new_tokens}")
+    if target_cfg.vocab_size != draft_cfg.vocab_size:
+        raise ValueError(f"the draft's vocabulary ({draft_cfg.vocab_size}) is not the target's "
+                         f"({target_cfg.vocab_size})")
+    prompt = [int(t) for t in prompt]
+    if not prompt:
+        raise ValueError("speculative decoding needs a non-empty prompt")
+    greedy = temperature == 0.0
+    key = jax.random.key(0) if key is None else key
+    slots = len(prompt) + max_new_tokens + gamma + 2
+    t_cache = transformer.init_cache(target_cfg, 1, slots)
+    d_cache = transformer.init_cache(draft_cfg, 1, slots)
+
+    def probs(logits_V):
+        logits_V = logits_V.astype(jnp.float32)
+        if greedy:
+            return jax.nn.one_hot(jnp.argmax(logits_V, -1), logits_V.shape[-1])
+        return jax.nn.softmax(logits_V / temperature, axis=-1)
+
+    step_draft = jax.jit(transformer.decode_step, static_argnums=2)
+    verify = jax.jit(lambda p, toks, c: transformer.prefill(p, toks, target_cfg, c))
+    fill_draft = jax.jit(lambda p, toks, c: transformer.prefill(p, toks, draft_cfg, c))
+    context = len(prompt) - 1  # tokens both caches hold; the last prompt token is pending
+    if context:
+        head = jnp.asarray([prompt[:-1]], jnp.int32)
+        _, t_cache = verify(target_params, head, t_cache)
+        _, d_cache = fill_draft(draft_params, head, d_cache)
+    pending, out, accepted = prompt[-1], [], []
+    target_calls, draft_calls = 0, 0
+    stops = set(int(s) for s in stop_tokens)
+    while len(out) < max_new_tokens:
+        key, k_draft, k_accept = jax.random.split(key, 3)
+        q_rows, drafts, x = [], [], pending
+        for i in range(gamma):
+            logits, d_cache = step_draft(draft_params, jnp.asarray([x], jnp.int32), draft_cfg, d_cache)
+            draft_calls += 1
+            q = probs(logits[0])
+            x = int(jnp.argmax(q)) if greedy else int(jax.random.categorical(jax.random.fold_in(k_draft, i), jnp.log(q)))
+            q_rows.append(q)
+            drafts.append(x)
+        logits_T, t_cache = verify(target_params, jnp.asarray([[pending] + drafts], jnp.int32), t_cache)
+        target_calls += 1
+        p = jax.vmap(probs)(logits_T[0])[None]
+        n, nxt = accept_draft(p, jnp.stack(q_rows)[None], jnp.asarray([drafts], jnp.int32), k_accept, greedy=greedy)
+        n, nxt = int(n[0]), int(nxt[0])
+        accepted.append(n)
+        new = drafts[:n] + [nxt]
+        if n == gamma:  # the draft never saw its own last token
+            _, d_cache = step_draft(draft_params, jnp.asarray([drafts[-1]], jnp.int32), draft_cfg, d_cache)
+            draft_calls += 1
+        context += 1 + n
+        t_cache, d_cache = rollback(t_cache, context), rollback(d_cache, context)
+        for token in new:
+            out.append(token)
+            if token in stops or len(out) >= max_new_tokens:
+                return {"tokens": out, "target_calls": target_calls, "draft_calls": draft_calls, "accepted": accepted}
+        pending = nxt
+    return {"tokens": out, "target_calls": target_calls, "draft_calls": draft_calls, "accepted": accepted}
