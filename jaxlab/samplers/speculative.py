@@ -19,6 +19,8 @@ the output is exactly the target's greedy output.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -74,6 +76,12 @@ def rollback(cache: dict, length: int) -> dict:
             "segment_ids": cache["segment_ids"] * keep_S[None].astype(cache["segment_ids"].dtype)}
 
 
+@functools.cache
+def _jitted(fn):
+    """``fn`` jitted with its config (third argument) static, compiled once per shape."""
+    return jax.jit(fn, static_argnums=2)
+
+
 def speculative_generate(target_params: dict, target_cfg, draft_params: dict, draft_cfg, prompt, *,
                          gamma: int = 4, max_new_tokens: int = 64, temperature: float = 0.0,
                          stop_tokens=(), key: jax.Array | None = None) -> dict:
@@ -108,9 +116,10 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
             return jax.nn.one_hot(jnp.argmax(logits_V, -1), logits_V.shape[-1])
         return jax.nn.softmax(logits_V / temperature, axis=-1)
 
-    step_draft = jax.jit(transformer.decode_step, static_argnums=2)
-    verify = jax.jit(lambda p, toks, c: transformer.prefill(p, toks, target_cfg, c))
-    fill_draft = jax.jit(lambda p, toks, c: transformer.prefill(p, toks, draft_cfg, c))
+    step_draft = _jitted(transformer.decode_step)
+    prefill = _jitted(transformer.prefill)
+    verify = lambda p, toks, c: prefill(p, toks, target_cfg, c)  # noqa: E731
+    fill_draft = lambda p, toks, c: prefill(p, toks, draft_cfg, c)  # noqa: E731
     context = len(prompt) - 1  # tokens both caches hold; the last prompt token is pending
     if context:
         head = jnp.asarray([prompt[:-1]], jnp.int32)
