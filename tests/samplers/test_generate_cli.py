@@ -26,12 +26,19 @@ def tiny_folder(tmp_path_factory):
     return folder, params
 
 
+L_MAX = 32  # reference forward passes run on rows right-padded to this length (one compile)
+_apply = jax.jit(lambda params, tokens_BT: transformer.apply(params, tokens_BT, TINY))
+
+
 def _greedy_reference(params, ids, n):
-    """n greedy ids by full-sequence forward passes (no cache), stopping after EOS."""
+    """n greedy ids by full-sequence forward passes (no cache), stopping after EOS; causal
+    attention makes the logits at t < len(ids) independent of the right padding."""
     ids = list(ids)
     out = []
     for _ in range(n):
-        logits_TV = transformer.apply(params, jnp.asarray([ids], jnp.int32), TINY)[0]
+        row = np.zeros((1, L_MAX), np.int32)
+        row[0, :len(ids)] = ids
+        logits_TV = _apply(params, jnp.asarray(row))[0, :len(ids)]
         nxt = int(np.argmax(logits_TV[-1]))
         out.append(nxt)
         ids.append(nxt)
