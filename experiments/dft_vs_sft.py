@@ -36,8 +36,9 @@ from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
-from jaxlab.train import sharding as shd
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.sft import SFTConfig, train_sft
 
@@ -70,14 +71,12 @@ class Config:
     batch_size: int = 32
     seq_len: int = 64
     seed: int = 0
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config() -> Config:
     return Config()
 
-
-def _mesh():
-    return shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
 
 
 def greedy_accuracy(params, model_cfg, task, examples, *, max_new_tokens: int,
@@ -99,16 +98,16 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     splits = task.splits(cfg.seed, cfg.n_train, cfg.n_test, cfg.n_ood)
     records = [{"prompt": e.prompt, "response": e.answer} for e in splits["train"]]
     max_new = 2 * max(cfg.ood_digits) + 3
-    mesh = _mesh()
+    mesh = experiment_mesh(cfg.mesh)
 
     def evaluate(params, step):
         acc = functools.partial(greedy_accuracy, params, cfg.model, task, max_new_tokens=max_new)
         return {"test_accuracy": acc(splits["test"]), "ood_accuracy": acc(splits["ood"])}
 
     def sft_cfg(loss, steps):
-        return SFTConfig(loss=loss, steps=steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                         seed=cfg.seed, log_every=10, eval_every=cfg.eval_every,
-                         checkpoint_every=max(steps, 1))
+        return SFTConfig(loss=loss, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                         loop=LoopConfig(steps=steps, seed=cfg.seed, log_every=10,
+                                         eval_every=cfg.eval_every, checkpoint_every=max(steps, 1)))
 
     warm = train_sft(workdir / "warm", records, model_cfg=cfg.model, sft=sft_cfg("ce", cfg.warm_steps),
                      optim=cfg.optim, mesh=mesh, progress=progress)

@@ -33,16 +33,16 @@ displacement is smaller in the filtered run than in the full run.
 import dataclasses
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from jaxlab import tasks
 from jaxlab.analysis.displacement import model_pair_ches
 from jaxlab.data.chat import preference_batch
 from jaxlab.models import transformer
-from jaxlab.train import sharding as shd
 from jaxlab.train.dpo import DPOConfig, pair_sequence_logprobs, train_dpo
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.sft import SFTConfig, train_sft
 
@@ -58,9 +58,9 @@ DEFAULT_MODEL = transformer.Config(
     vocab_size=264, d_model=64, n_layers=2, n_heads=2, n_kv_heads=2, head_dim=32, mlp_dim=192,
     scan_unroll=2)
 DEFAULT_SFT_OPTIM = OptimConfig(lr=3e-3, warmup_steps=30, weight_decay=0.0)
-DEFAULT_DPO = DPOConfig(
-    loss_type="dpo", beta=0.1, steps=150, batch_size=32, seq_len=24, eval_every=25,
-    log_every=10, checkpoint_every=1000)
+DEFAULT_DPO = DPOConfig(loss_type="dpo", beta=0.1, batch_size=32, seq_len=24,
+                        loop=LoopConfig(steps=150, log_every=10, eval_every=25,
+                                        checkpoint_every=1000))
 DEFAULT_DPO_OPTIM = OptimConfig(lr=1e-3, warmup_steps=10, schedule="constant", weight_decay=0.0)
 
 
@@ -76,6 +76,7 @@ class Config:
     dpo_optim: OptimConfig = DEFAULT_DPO_OPTIM
     drop_fraction: float = 0.25
     seed: int = 0
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config() -> Config:
@@ -104,7 +105,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _dpo_run(cfg, workdir, pairs, sft_params, progress):
-    mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+    mesh = experiment_mesh(cfg.mesh)
     curve = []
 
     def evaluate(params, step):
@@ -120,11 +121,12 @@ def _dpo_run(cfg, workdir, pairs, sft_params, progress):
 
 def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     pairs = make_pairs(cfg.digits, cfg.n_pairs, cfg.seed)
-    mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+    mesh = experiment_mesh(cfg.mesh)
     sft_records = [{"prompt": p["prompt"], "response": p[k]} for p in pairs for k in ("chosen", "rejected")]
     sft = train_sft(workdir / "sft", sft_records, model_cfg=cfg.model, optim=cfg.sft_optim, mesh=mesh,
-                    sft=SFTConfig(steps=cfg.sft_steps, batch_size=32, seq_len=cfg.dpo.seq_len,
-                                  seed=cfg.seed, checkpoint_every=cfg.sft_steps),
+                    sft=SFTConfig(batch_size=32, seq_len=cfg.dpo.seq_len,
+                                  loop=LoopConfig(steps=cfg.sft_steps, seed=cfg.seed,
+                                                  eval_every=50, checkpoint_every=cfg.sft_steps)),
                     progress=progress)
     sft_params = sft.state.params
     rows = preference_batch(pairs, seq_len=cfg.dpo.seq_len)
@@ -172,7 +174,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     results["report"] = "\n".join([
         (f"{len(pairs)} addition pairs (half near misses, half letter-spelled), SFT {cfg.sft_steps} "
         f"steps on both styles, then {cfg.dpo.loss_type.upper()} (beta {cfg.dpo.beta}, lr "
-        f"{cfg.dpo_optim.lr}, {cfg.dpo.steps} steps). Log-probs are summed over the response "
+        f"{cfg.dpo_optim.lr}, {cfg.dpo.loop.steps} steps). Log-probs are summed over the response "
         f"(+ EOS), means over all pairs."), "",
         "| | start (SFT) | end (DPO) |", "|---|---|---|",
         f"| mean log pi(y+) | {results['chosen_logp_start']:.3f} | {results['chosen_logp_end']:.3f} |",

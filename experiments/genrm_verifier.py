@@ -65,10 +65,10 @@ from jaxlab.losses.verifier import (
 )
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
-from jaxlab.train import sharding as shd
 from jaxlab.train.batch import apply_batch
-from jaxlab.train.fit import FitConfig, fit
+from jaxlab.train.fit import LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import SFTConfig, train_sft
 
 CLAIM = ("Best-of-N selection by GenRM p(\"Yes\") picks a correct answer more often than "
@@ -104,14 +104,12 @@ class Config:
     seq_len: int = 64
     verifier_optim: OptimConfig = DEFAULT_VERIFIER_OPTIM
     seed: int = 0
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config() -> Config:
     return Config()
 
-
-def _mesh():
-    return shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
 
 
 # ---------------------------------------------------------------- candidates
@@ -286,14 +284,15 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     splits = task.splits(cfg.seed, cfg.n_gen_train + cfg.n_verify_problems, cfg.n_test, 0)
     gen_train, verify_problems = splits["train"][:cfg.n_gen_train], splits["train"][cfg.n_gen_train:]
     test = splits["test"]
-    mesh = _mesh()
+    mesh = experiment_mesh(cfg.mesh)
     max_new = 2 * max(cfg.digits) + 3
     tok = BYTES  # the model's tokenizer (a byte model here)
 
     gen = train_sft(workdir / "generator", [{"prompt": e.prompt, "response": e.answer} for e in gen_train],
                     model_cfg=cfg.model, optim=cfg.gen_optim, mesh=mesh, progress=progress, tokenizer=tok,
-                    sft=SFTConfig(steps=cfg.gen_steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                                  seed=cfg.seed, checkpoint_every=cfg.gen_steps))
+                    sft=SFTConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                                  loop=LoopConfig(steps=cfg.gen_steps, seed=cfg.seed,
+                                                  eval_every=50, checkpoint_every=cfg.gen_steps)))
     gen_params = gen.state.params
     key_train, key_test = jax.random.split(jax.random.key(cfg.seed + 1))
     sample = functools.partial(sample_solutions, gen_params, cfg.model, temperature=cfg.temperature,
@@ -306,15 +305,15 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     # GenRM
     verify_records = [verification_record(e.prompt, s, bool(c)) for e, s, c in train_items]
     correct_records = [{"prompt": e.prompt, "response": s} for e, s, c in train_items if c]
-    fcfg = FitConfig(steps=cfg.verifier_steps, seed=cfg.seed, log_every=10,
-                     eval_every=cfg.verifier_steps, checkpoint_every=cfg.verifier_steps)
+    loop = LoopConfig(steps=cfg.verifier_steps, seed=cfg.seed, log_every=10,
+                      eval_every=cfg.verifier_steps, checkpoint_every=cfg.verifier_steps)
 
     def genrm_normalize(sums):
         n = jnp.maximum(sums["count"], 1.0)
         return {"loss": sums["loss"] / n, "verify_nll": sums["verify_nll"] / n,
                 "verify_accuracy": sums["verify_correct"] / n, "count": sums["count"]}
 
-    genrm = fit(workdir / "genrm", name="genrm", fcfg=fcfg, optim=cfg.verifier_optim, mesh=mesh,
+    genrm = fit(workdir / "genrm", name="genrm", loop=loop, optim=cfg.verifier_optim, mesh=mesh,
                 init_params=gen_params, param_axes=transformer.param_axes,
                 loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=cfg.model),
                 source=GenRMSource(verify_records, correct_records, lam=cfg.lam,
@@ -326,7 +325,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     train_rows = verification_rows([e.prompt for e, _, _ in train_items], [s for _, s, _ in train_items],
                                    cfg.seq_len, tok)
     train_rows["label"] = np.asarray([c for _, _, c in train_items], np.float32)
-    clf = fit(workdir / "classifier", name="classifier", fcfg=fcfg, optim=cfg.verifier_optim, mesh=mesh,
+    clf = fit(workdir / "classifier", name="classifier", loop=loop, optim=cfg.verifier_optim,
+              mesh=mesh,
               init_params=classifier_init(gen_params, cfg.model.d_model), param_axes=classifier_axes,
               loss_sums_fn=functools.partial(classifier_loss_sums, model_cfg=cfg.model),
               source=RowSource(train_rows, cfg.batch_size, cfg.seed), progress=progress)

@@ -6,7 +6,7 @@ penalty. Both do ppo_epochs = 2 updates per rollout batch so the clip range acts
 Defaults: a warm start whose sampled pass rate on the train prompts is about 0.2-0.5 (groups
 of mixed rewards carry the signal) and a small RL learning rate with warmup (Adam's first
 steps are sign-like; at 5e-4 they erase the warm start within a few rollouts).
-Paper scale: --set model_dim=512 --set model_layers=8 --set rl.steps=2000 ...
+Paper scale: --set model_dim=512 --set model_layers=8 --set rl.loop.steps=2000 ...
 """
 
 import dataclasses
@@ -16,8 +16,10 @@ import jax
 
 from jaxlab.rl import RLConfig, solve_rates, train_rl
 from jaxlab.rl.rollout import default_sample_config
-from jaxlab.rl.warmstart import TaskConfig, cpu_mesh, head_mean, model_config, tail_mean, warm_start
+from jaxlab.rl.warmstart import TaskConfig, head_mean, model_config, tail_mean, warm_start
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import SFTConfig
 
 CLAIM = ("With clip-higher the policy entropy does not collapse as under symmetric clipping "
@@ -33,18 +35,23 @@ class Config:
     task: TaskConfig = TaskConfig()
     model_dim: int = 64
     model_layers: int = 2
-    sft: SFTConfig = SFTConfig(steps=500, batch_size=32, seq_len=64, eval_every=10_000,
-                               checkpoint_every=10_000)
+    sft: SFTConfig = SFTConfig(batch_size=32, seq_len=64,
+                               loop=LoopConfig(steps=500, eval_every=10_000,
+                                               checkpoint_every=10_000))
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=20)
     rl_optim: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=10, schedule="constant", weight_decay=0.0)
-    grpo: RLConfig = RLConfig(steps=80, prompts_per_step=16, group_size=8, ppo_epochs=2,
-                              max_new_tokens=8, eps_low=0.2, eps_high=0.2,
-                              aggregation="seq-mean-token-mean", checkpoint_every=40)
-    dapo: RLConfig = RLConfig(steps=80, prompts_per_step=16, group_size=8, ppo_epochs=2,
-                              max_new_tokens=8, eps_low=0.2, eps_high=0.28, dynamic_sampling=True,
+    grpo: RLConfig = RLConfig(prompts_per_step=16, group_size=8, ppo_epochs=2, max_new_tokens=8,
+                              eps_low=0.2, eps_high=0.2, aggregation="seq-mean-token-mean",
+                              loop=LoopConfig(steps=80, log_every=1, eval_every=10,
+                                              checkpoint_every=40))
+    dapo: RLConfig = RLConfig(prompts_per_step=16, group_size=8, ppo_epochs=2, max_new_tokens=8,
+                              eps_low=0.2, eps_high=0.28, dynamic_sampling=True,
                               max_sample_rounds=4, aggregation="token-mean", overlong="soft",
-                              overlong_buffer=4, checkpoint_every=40)
+                              overlong_buffer=4,
+                              loop=LoopConfig(steps=80, log_every=1, eval_every=10,
+                                              checkpoint_every=40))
     eval_samples: int = 8  # samples per test prompt for pass@k at temperature 1
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config():
@@ -54,7 +61,7 @@ def get_config():
 def run(cfg: Config, workdir: Path, *, progress):
     splits = cfg.task.splits()
     model_cfg = model_config(cfg.model_dim, cfg.model_layers)
-    mesh = cpu_mesh()
+    mesh = experiment_mesh(cfg.mesh)
     params = warm_start(workdir / "sft", splits["train"], model_cfg=model_cfg, sft=cfg.sft,
                         optim=cfg.sft_optim, mesh=mesh, progress=progress)
     greedy = default_sample_config(cfg.grpo.max_new_tokens, 0.0)

@@ -4,7 +4,7 @@ one line) + "Retry:" + the right answer. RL (GRPO over G reflections of each fai
 attempt) then rewards only the reflection tokens when the retry succeeds.
 Evaluation (greedy): first-try success, and second-try success = solved at the first try or
 by the retry after one reflection.
-Paper scale: --set model_dim=512 --set rl.steps=2000 --set task.train_difficulty=[2,4] ...
+Paper scale: --set model_dim=512 --set rl.loop.steps=2000 --set task.train_difficulty=[2,4] ...
 """
 
 import dataclasses
@@ -13,12 +13,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxlab.rl import RLConfig, solve_rates, train_rl
+from jaxlab.rl import RLConfig, train_rl
 from jaxlab.rl import reflect as reflect_lib
 from jaxlab.rl.rollout import decode_response, default_sample_config, sample_completions, score_responses
 from jaxlab.data.chat import encode_prompt
-from jaxlab.rl.warmstart import TaskConfig, cpu_mesh, model_config, sft_records, warm_start
+from jaxlab.rl.warmstart import TaskConfig, model_config, sft_records, warm_start
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import SFTConfig
 
 CLAIM = ("After training that rewards only reflection tokens, both first-try and second-try "
@@ -32,13 +34,17 @@ class Config:
     task: TaskConfig = TaskConfig(train_difficulty=(1, 2), ood_difficulty=(3, 3))
     model_dim: int = 64
     model_layers: int = 2
-    sft: SFTConfig = SFTConfig(steps=500, batch_size=32, seq_len=96, eval_every=10_000,
-                               checkpoint_every=10_000)
+    sft: SFTConfig = SFTConfig(batch_size=32, seq_len=96,
+                               loop=LoopConfig(steps=500, eval_every=10_000,
+                                               checkpoint_every=10_000))
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=20)
     reflect_share: float = 0.5  # share of SFT records in the reflect-and-retry format
-    rl: RLConfig = RLConfig(steps=80, prompts_per_step=8, group_size=8, ppo_epochs=2, max_new_tokens=8,
-                            reflect_max_tokens=16, mode="reflect", eps_high=0.28, checkpoint_every=40)
+    rl: RLConfig = RLConfig(prompts_per_step=8, group_size=8, ppo_epochs=2, max_new_tokens=8,
+                            reflect_max_tokens=16, mode="reflect", eps_high=0.28,
+                            loop=LoopConfig(steps=80, log_every=1, eval_every=10,
+                                            checkpoint_every=40))
     rl_optim: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=10, schedule="constant", weight_decay=0.0)
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config():
@@ -77,7 +83,7 @@ def first_and_second(params, model_cfg, examples, rl: RLConfig) -> tuple[float, 
 def run(cfg: Config, workdir: Path, *, progress):
     splits = cfg.task.splits()
     model_cfg = model_config(cfg.model_dim, cfg.model_layers)
-    mesh = cpu_mesh()
+    mesh = experiment_mesh(cfg.mesh)
     params = warm_start(workdir / "sft", splits["train"], model_cfg=model_cfg, sft=cfg.sft,
                         optim=cfg.sft_optim, mesh=mesh, progress=progress,
                         records=reflect_records(splits["train"], cfg.reflect_share))

@@ -8,7 +8,7 @@ Default task: count a letter in a list of 4-12 letters (train / test) and of 13-
 Both second phases take the same number of optimizer steps with the same optimizer (a small
 learning rate with warmup: fresh Adam moments make the first steps sign-like, size lr per
 parameter, which at larger rates erases what the warm start learnt).
-Paper scale: --set model_dim=512 --set rl.steps=2000 --set sft_more.steps=2000 ...
+Paper scale: --set model_dim=512 --set rl.loop.steps=2000 --set sft_more.loop.steps=2000 ...
 """
 
 import dataclasses
@@ -18,8 +18,10 @@ import jax
 
 from jaxlab.rl import RLConfig, solve_rates, train_rl
 from jaxlab.rl.rollout import default_sample_config
-from jaxlab.rl.warmstart import TaskConfig, cpu_mesh, model_config, sft_records, warm_start
+from jaxlab.rl.warmstart import TaskConfig, model_config, sft_records, warm_start
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import SFTConfig, train_sft
 
 CLAIM = ("On the harder out-of-distribution split, RL holds up better than SFT trained on the "
@@ -33,15 +35,20 @@ class Config:
     task: TaskConfig = TaskConfig(name="count", train_difficulty=(4, 12), ood_difficulty=(13, 16), extra=())
     model_dim: int = 64
     model_layers: int = 2
-    sft: SFTConfig = SFTConfig(steps=500, batch_size=32, seq_len=64, eval_every=10_000,
-                               checkpoint_every=10_000)
+    sft: SFTConfig = SFTConfig(batch_size=32, seq_len=64,
+                               loop=LoopConfig(steps=500, eval_every=10_000,
+                                               checkpoint_every=10_000))
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=20)
     # the second phase: the same number of optimizer steps for both arms
-    sft_more: SFTConfig = SFTConfig(steps=80, batch_size=32, seq_len=64, seed=1, eval_every=10_000,
-                                    checkpoint_every=10_000)
-    rl: RLConfig = RLConfig(steps=80, prompts_per_step=16, group_size=8, ppo_epochs=2,
-                            max_new_tokens=8, eps_high=0.28, checkpoint_every=40)
+    sft_more: SFTConfig = SFTConfig(batch_size=32, seq_len=64,
+                                    loop=LoopConfig(steps=80, seed=1, eval_every=10_000,
+                                                    checkpoint_every=10_000))
+    rl: RLConfig = RLConfig(prompts_per_step=16, group_size=8, ppo_epochs=2, max_new_tokens=8,
+                            eps_high=0.28,
+                            loop=LoopConfig(steps=80, log_every=1, eval_every=10,
+                                            checkpoint_every=40))
     phase2_optim: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=10, schedule="constant", weight_decay=0.0)
+    mesh: MeshConfig = MeshConfig(data=1)  # --set mesh.data=8 or mesh.fsdp=8: 8 devices
 
 
 def get_config():
@@ -51,7 +58,7 @@ def get_config():
 def run(cfg: Config, workdir: Path, *, progress):
     splits = cfg.task.splits()
     model_cfg = model_config(cfg.model_dim, cfg.model_layers)
-    mesh = cpu_mesh()
+    mesh = experiment_mesh(cfg.mesh)
     params = warm_start(workdir / "sft", splits["train"], model_cfg=model_cfg, sft=cfg.sft,
                         optim=cfg.sft_optim, mesh=mesh, progress=progress)
     greedy = default_sample_config(max(cfg.rl.max_new_tokens, 8), 0.0)
@@ -72,7 +79,7 @@ def run(cfg: Config, workdir: Path, *, progress):
     out = {f"{arm}_{s}": v for arm, d in arms.items() for s, v in d.items()}
     rows = "\n".join(f"| {arm} | {d['test']:.3f} | {d['ood']:.3f} |" for arm, d in arms.items())
     out["report"] = ("Greedy accuracy after the warm start and after each second phase "
-                     f"({cfg.rl.steps} optimizer steps each):\n\n| model | test | OOD |\n|---|---|---|\n" + rows)
+                     f"({cfg.rl.loop.steps} optimizer steps each):\n\n| model | test | OOD |\n|---|---|---|\n" + rows)
     return out
 
 

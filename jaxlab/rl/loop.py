@@ -21,7 +21,7 @@ the retry's correctness, with the loss on the reflection tokens only.
 
 Resume: the source's state (rollout counter, curriculum) is checkpointed; a rollout batch is
 resampled from the restored params, so a run resumed at a step that starts a rollout (a
-multiple of ppo_epochs, e.g. checkpoint_every a multiple of it) continues exactly.
+multiple of ppo_epochs, e.g. loop.checkpoint_every a multiple of it) continues exactly.
 
 The tokenizer (default: bytes) encodes prompts with its chat template, decodes completions and
 gives the stop and pad ids (:meth:`RLConfig.sample_config`).
@@ -50,7 +50,7 @@ from jaxlab.rl.rollout import (build_rows, decode_response, default_sample_confi
                                score_responses)
 from jaxlab.rl.shaping import OVERLONG, informative_groups, soft_overlong_penalty
 from jaxlab.train import sharding as shd
-from jaxlab.train.fit import FitConfig, FitResult, fit
+from jaxlab.train.fit import FitResult, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
 
 ADVANTAGES = {"grpo": policy_lib.grpo_advantages, "dr_grpo": policy_lib.dr_grpo_advantages,
@@ -71,8 +71,9 @@ assert get_args(Overlong) == OVERLONG
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     """RL settings. GRPO: eps_low = eps_high = 0.2, no dynamic sampling; DAPO: eps_high 0.28,
-    dynamic_sampling, aggregation "token-mean", overlong "soft" (or "mask")."""
-    steps: int = 40
+    dynamic_sampling, aggregation "token-mean", overlong "soft" (or "mask"). loop: steps, seed,
+    grad_accum and intervals (:class:`jaxlab.train.fit.LoopConfig`; the seed also draws the
+    rollouts)."""
     prompts_per_step: int = 8
     group_size: int = 8
     ppo_epochs: int = 1
@@ -98,15 +99,11 @@ class RLConfig:
     mode: Mode = "direct"
     reflect_max_tokens: int = 16
     pass_k: int = 4
-    grad_accum: int = 1
-    seed: int = 0
-    log_every: int = 1
-    eval_every: int = 10
-    checkpoint_every: int = 50
+    loop: LoopConfig = LoopConfig(steps=40, log_every=1, eval_every=10, checkpoint_every=50)
 
     def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "group_size", "ppo_epochs", "max_new_tokens",
-                     "max_sample_rounds", "grad_accum", "pass_k", "reflect_max_tokens"):
+        for name in ("prompts_per_step", "group_size", "ppo_epochs", "max_new_tokens",
+                     "max_sample_rounds", "pass_k", "reflect_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rl.{name} must be >= 1, got {getattr(self, name)}")
         if self.group_size < 2:
@@ -249,8 +246,8 @@ class RolloutSource:
         n_groups = n_informative = 0
         for rnd in range(rl.max_sample_rounds if rl.dynamic_sampling else 1):
             rounds += 1
-            rng = np.random.default_rng([rl.seed, rollout, rnd])
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(rl.seed), rollout), rnd)
+            rng = np.random.default_rng([rl.loop.seed, rollout, rnd])
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(rl.loop.seed), rollout), rnd)
             idx = self.curriculum.select(rng, P, rollout)
             if rl.mode == "direct":
                 groups = self._direct_groups(params, idx, key)
@@ -351,14 +348,12 @@ def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.
     (needed when ``rl.kl_coef > 0``)."""
     if rl.kl_coef and ref_params is None:
         raise ValueError(f"rl.kl_coef={rl.kl_coef} needs ref_params (the reference policy)")
-    divisor = shd.batch_divisor(mesh) * rl.grad_accum
+    divisor = shd.batch_divisor(mesh) * rl.loop.grad_accum
     if rl.rows % divisor:
         raise ValueError(f"prompts_per_step x group_size = {rl.rows} rows must divide by the data "
                          f"devices x grad_accum = {divisor}")
     source = RolloutSource(examples, model_cfg=model_cfg, rl=rl, tokenizer=tokenizer)
-    fcfg = FitConfig(steps=rl.steps, grad_accum=rl.grad_accum, seed=rl.seed, log_every=rl.log_every,
-                     eval_every=rl.eval_every, checkpoint_every=rl.checkpoint_every)
-    return fit(workdir, name=f"rl-{rl.mode}", fcfg=fcfg, optim=optim, mesh=mesh,
+    return fit(workdir, name=f"rl-{rl.mode}", loop=rl.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes,
                loss_sums_fn=functools.partial(rl_loss_sums, model_cfg=model_cfg, rl=rl),
                source=source, evaluate=evaluate, frozen=ref_params if rl.kl_coef else None,

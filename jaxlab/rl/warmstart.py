@@ -12,7 +12,6 @@ from jaxlab import tasks as tasks_lib
 from jaxlab.models import transformer
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sft import SFTConfig, train_sft
-from jaxlab.train.sharding import MeshConfig, make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,11 +29,6 @@ class TaskConfig:
         task = tasks_lib.get(self.name, train_difficulty=self.train_difficulty,
                              ood_difficulty=self.ood_difficulty, **dict(self.extra))
         return task.splits(self.seed, self.n_train, self.n_test, self.n_ood)
-
-
-def cpu_mesh():
-    """A one-device mesh (experiments on CPU run on one device)."""
-    return make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
 
 
 def sft_records(examples) -> list[dict]:

@@ -44,7 +44,7 @@ from jaxlab.losses.preference import (
 )
 from jaxlab.models import transformer
 from jaxlab.train.batch import apply_batch
-from jaxlab.train.fit import FitConfig, FitResult, fit
+from jaxlab.train.fit import FitResult, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
 
 REFERENCE_MODES = ("precomputed", "online")
@@ -56,21 +56,17 @@ class DPOConfig:
     """loss_type: one of ``LOSS_TYPES``; beta, label_smoothing (DPO only), gamma (SimPO only)
     are the loss's hyper-parameters. reference: "precomputed" | "online" (module docstring).
     batch_size: pairs per optimizer step (2 * batch_size rows); seq_len: tokens per row, a
-    pair's prompt + response + EOS must fit (else an error)."""
+    pair's prompt + response + turn end must fit (else an error). loop: steps, seed,
+    grad_accum and intervals (:class:`LoopConfig`)."""
     loss_type: Literal["dpo", "ipo", "simpo", "apo_zero", "apo_down"] = "dpo"
     beta: float = 0.1
     label_smoothing: float = 0.0
     gamma: float = 1.0
     reference: Literal["precomputed", "online"] = "precomputed"
-    steps: int = 100
     batch_size: int = 16
     seq_len: int = 64
-    grad_accum: int = 1
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 50
-    checkpoint_every: int = 100
     ref_batch_size: int = 64  # pairs per forward pass when precomputing reference log-probs
+    loop: LoopConfig = LoopConfig(steps=100, log_every=10, eval_every=50, checkpoint_every=100)
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -79,12 +75,12 @@ class DPOConfig:
             raise ValueError(f"dpo.reference={self.reference!r} is not one of {REFERENCE_MODES}")
         if not self.beta > 0:
             raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "ref_batch_size"):
+        for name in ("batch_size", "seq_len", "ref_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"dpo.{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size % self.grad_accum:
+        if self.batch_size % self.loop.grad_accum:
             raise ValueError(f"dpo.batch_size={self.batch_size} is not a multiple of "
-                             f"dpo.grad_accum={self.grad_accum}")
+                             f"dpo.loop.grad_accum={self.loop.grad_accum}")
 
     def hparams(self) -> dict:
         """The keyword hyper-parameters of ``loss_type``'s sums function."""
@@ -240,13 +236,10 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
                                         batch_size=dpo.ref_batch_size, tokenizer=tokenizer)
     elif uses_ref:
         frozen = ref_params
-    source = PairSource(pairs, batch_size=dpo.batch_size, seq_len=dpo.seq_len, seed=dpo.seed,
+    source = PairSource(pairs, batch_size=dpo.batch_size, seq_len=dpo.seq_len, seed=dpo.loop.seed,
                         tokenizer=tokenizer)
-    fcfg = FitConfig(steps=dpo.steps, grad_accum=dpo.grad_accum, seed=dpo.seed,
-                     log_every=dpo.log_every, eval_every=dpo.eval_every,
-                     checkpoint_every=dpo.checkpoint_every)
     loss_fn = functools.partial(dpo_loss_sums, model_cfg=model_cfg, loss_type=dpo.loss_type,
                                 **dpo.hparams())
-    return fit(workdir, name=dpo.loss_type, fcfg=fcfg, optim=optim, mesh=mesh,
+    return fit(workdir, name=dpo.loss_type, loop=dpo.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes, loss_sums_fn=loss_fn,
                source=source, evaluate=evaluate, frozen=frozen, progress=progress)

@@ -78,15 +78,30 @@ class IteratorSource:
 
 
 @dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """The loop's own settings (a trainer usually builds it from its config)."""
-    steps: int
+class LoopConfig:
+    """The loop's settings, the same in every trainer's config (its ``loop`` field), so that
+    ``--set <trainer>.loop.steps=...`` works alike everywhere.
+
+    steps: optimizer steps. grad_accum: micro-batches per step (the step's rows must divide by
+    it). seed: the run's seed (init, data order, sampling). log_every / eval_every /
+    checkpoint_every: intervals in steps (the last step always logs, evaluates and saves).
+    keep_checkpoints: how many of the newest checkpoints are kept."""
+    steps: int = 100
     grad_accum: int = 1
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for name in ("steps", "grad_accum", "log_every", "eval_every", "checkpoint_every",
+                     "keep_checkpoints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"loop.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"loop.seed must be an int >= 0, got {self.seed!r}")
 
 
 @dataclasses.dataclass
@@ -107,7 +122,7 @@ class FitResult:
         return float(np.mean(values)) if values else None
 
 
-def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, mesh,
+def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig, mesh,
         init_params: Callable[[jax.Array], dict] | dict, param_axes: Callable[[str], tuple],
         loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
         frozen: Any = None, tokens_per_step: int | None = None, normalize_fn: Callable | None = None,
@@ -121,21 +136,21 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(optim, fcfg.steps)
-    schedule = make_schedule(optim, fcfg.steps)
+    optimizer = make_optimizer(optim, loop.steps)
+    schedule = make_schedule(optim, loop.steps)
 
     given = None if callable(init_params) else init_params
 
     def init_state(key, params=None):
-        return state_lib.create(init_params(key) if params is None else params, optimizer, fcfg.seed)
+        return state_lib.create(init_params(key) if params is None else params, optimizer, loop.seed)
 
-    key = jax.random.key(fcfg.seed)
+    key = jax.random.key(loop.seed)
     abstract = jax.eval_shape(init_state, key, given)
     state_sh = state_shardings(abstract, mesh, param_axes)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, state_sh)
 
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=fcfg.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=loop.keep_checkpoints)
     restored = ckpt.restore_latest(abstract)
     if restored is None:
         start = 0
@@ -147,7 +162,7 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
 
     extra = {} if normalize_fn is None else {"normalize_fn": normalize_fn}
     step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
-                             grad_accum=fcfg.grad_accum, with_frozen=frozen is not None, **extra)
+                             grad_accum=loop.grad_accum, with_frozen=frozen is not None, **extra)
     if frozen is not None:
         frozen = jax.device_put(frozen, shd.tree_shardings(frozen, mesh, param_axes))
     is_main = jax.process_index() == 0
@@ -174,7 +189,7 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
                 "lower optim.lr or raise optim.warmup_steps and run again in a new workdir.")
         last_good = step
         window["tokens"] += tokens_per_step if tokens_per_step is not None else metrics.get("count", 0.0)
-        if step % fcfg.log_every == 0 or step == fcfg.steps:
+        if step % loop.log_every == 0 or step == loop.steps:
             now = time.perf_counter()
             tok_s = window["tokens"] / max(now - window["t"], 1e-9)
             window.update(t=now, step=step, tokens=0.0)
@@ -190,10 +205,10 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
             ckpt.save(step, state, source.get_state())
             last_saved = step
 
-    bar = tqdm(total=fcfg.steps, initial=start, desc=name, unit="step", disable=not progress,
+    bar = tqdm(total=loop.steps, initial=start, desc=name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     try:
-        for step in range(start + 1, fcfg.steps + 1):
+        for step in range(start + 1, loop.steps + 1):
             host_batch, host_metrics = source.next(state.params, step)
             batch = shd.global_batch(host_batch, mesh)
             if frozen is None:
@@ -203,8 +218,8 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
             drain()
             pending = (step, metrics, host_metrics)
             bar.update(1)
-            evaluating = evaluate is not None and (step % fcfg.eval_every == 0 or step == fcfg.steps)
-            saving = step % fcfg.checkpoint_every == 0 or step == fcfg.steps
+            evaluating = evaluate is not None and (step % loop.eval_every == 0 or step == loop.steps)
+            saving = step % loop.checkpoint_every == 0 or step == loop.steps
             if evaluating or saving:
                 drain()
             if evaluating:
@@ -227,8 +242,8 @@ def fit(workdir: str | Path, *, name: str, fcfg: FitConfig, optim: OptimConfig, 
         bar.close()
         writer.close()
         ckpt.close()
-    train_wall = time.perf_counter() - run_t0 if start < fcfg.steps else None
+    train_wall = time.perf_counter() - run_t0 if start < loop.steps else None
     if not last_eval and evaluate is not None:
-        last_eval = evaluate(state.params, fcfg.steps)
+        last_eval = evaluate(state.params, loop.steps)
     return FitResult(state=state, records=read_jsonl(workdir / "metrics.jsonl"), last_eval=last_eval,
                      train_wall_s=train_wall, resumed_from=start if restored is not None else None)

@@ -35,7 +35,7 @@ from jaxlab.samplers import generate, pad_prompts
 from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
 from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
-from jaxlab.train.fit import FitConfig, IteratorSource, fit
+from jaxlab.train.fit import IteratorSource, LoopConfig, fit
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.lm import lm_eval_sums, lm_loss_sums
 from jaxlab.train.step import jit_eval_sums
@@ -153,8 +153,8 @@ def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int, mesh, tok
     return prompt + tok.decode(np.asarray(out.tokens[0, :n]), stop_at_eos=True)
 
 
-def fit_config(tcfg) -> FitConfig:
-    return FitConfig(steps=tcfg.steps, grad_accum=tcfg.grad_accum, seed=tcfg.seed,
+def fit_config(tcfg) -> LoopConfig:
+    return LoopConfig(steps=tcfg.steps, grad_accum=tcfg.grad_accum, seed=tcfg.seed,
                      log_every=tcfg.log_every, eval_every=tcfg.eval_every,
                      checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints)
 
@@ -181,7 +181,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
                                        byte_vocab=256 if byte_tokens else 0))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     fitted = fit(
-        workdir, name=cfg.name, fcfg=fit_config(tcfg), optim=cfg.optim, mesh=mesh,
+        workdir, name=cfg.name, loop=fit_config(tcfg), optim=cfg.optim, mesh=mesh,
         init_params=hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
         param_axes=transformer.param_axes,
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),

@@ -20,7 +20,7 @@ from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.lm import cross_entropy_sums, dft_sums
 from jaxlab.models import transformer
 from jaxlab.train.batch import apply_batch
-from jaxlab.train.fit import FitConfig, FitResult, IteratorSource, fit
+from jaxlab.train.fit import FitResult, IteratorSource, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
 
 SFT_LOSSES = ("ce", "dft")
@@ -29,20 +29,22 @@ SFT_LOSSES = ("ce", "dft")
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
     """loss: "ce" (masked cross-entropy) or "dft" (cross-entropy weighted by the
-    stop-gradient target probability)."""
+    stop-gradient target probability). batch_size: packed rows per optimizer step; seq_len:
+    tokens per row. loop: steps, seed, grad_accum and intervals (:class:`LoopConfig`)."""
     loss: Literal["ce", "dft"] = "ce"
-    steps: int = 200
-    batch_size: int = 16  # packed rows per optimizer step
+    batch_size: int = 16
     seq_len: int = 128
-    grad_accum: int = 1
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 50
-    checkpoint_every: int = 100
+    loop: LoopConfig = LoopConfig(steps=200, log_every=10, eval_every=50, checkpoint_every=100)
 
     def __post_init__(self):
         if self.loss not in SFT_LOSSES:
             raise ValueError(f"sft loss {self.loss!r} is not one of {SFT_LOSSES}")
+        for name in ("batch_size", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sft.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.loop.grad_accum:
+            raise ValueError(f"sft.batch_size={self.batch_size} is not a multiple of "
+                             f"sft.loop.grad_accum={self.loop.grad_accum}")
 
 
 def sft_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: transformer.Config,
@@ -66,15 +68,12 @@ def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: tra
     if len(records) == 0:
         raise ValueError("SFT needs at least one record")
     per_process = sft.batch_size // jax.process_count()
-    ds = sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process, seed=sft.seed,
+    ds = sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process, seed=sft.loop.seed,
                      shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=True,
                      tokenizer=tokenizer)
     if init_params is None:
         init_params = functools.partial(transformer.init, model_cfg)
-    fcfg = FitConfig(steps=sft.steps, grad_accum=sft.grad_accum, seed=sft.seed,
-                     log_every=sft.log_every, eval_every=sft.eval_every,
-                     checkpoint_every=sft.checkpoint_every)
-    return fit(workdir, name=f"sft-{sft.loss}", fcfg=fcfg, optim=optim, mesh=mesh,
+    return fit(workdir, name=f"sft-{sft.loss}", loop=sft.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes,
                loss_sums_fn=functools.partial(sft_loss_sums, model_cfg=model_cfg, loss=sft.loss),
                source=IteratorSource(iter(ds)), evaluate=evaluate, progress=progress)

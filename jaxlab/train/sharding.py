@@ -73,6 +73,20 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
 
 
+def experiment_mesh(cfg: MeshConfig) -> Mesh:
+    """The mesh of an experiment's ``mesh`` config: with every axis size given (no -1), the
+    first prod(sizes) devices (``MeshConfig(data=1)``: one device, however many are
+    present; ``data=8`` or ``fsdp=8``: eight); with a -1 axis, all devices."""
+    sizes = (cfg.data, cfg.fsdp, cfg.tensor)
+    if -1 in sizes:
+        return make_mesh(cfg)
+    n, available = math.prod(sizes), jax.devices()
+    if n > len(available):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {n} devices, but only "
+                         f"{len(available)} are present")
+    return make_mesh(cfg, available[:n])
+
+
 def path_str(path) -> str:
     """'layers/attn/q/kernel' from a jax tree path."""
     parts = []

@@ -27,7 +27,8 @@ TINY = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_k
 def test_tiny_run(experiment, tmp_path):
     base = experiment.get_config()
     cfg = dataclasses.replace(base, model=TINY, n_pairs=32, sft_steps=40,
-                              dpo=dataclasses.replace(base.dpo, steps=20, batch_size=8, eval_every=10))
+                              dpo=dataclasses.replace(base.dpo, batch_size=8, loop=dataclasses.replace(
+                                  base.dpo.loop, steps=20, eval_every=10)))
     r = experiment.run(cfg, tmp_path, progress=False)
     for key in experiment.REPORT_KEYS:
         assert math.isfinite(r[key]), key

@@ -12,14 +12,14 @@ TINY_TASK = TaskConfig(n_train=64, n_test=8, n_ood=8)
 
 def tiny(cfg, **rl_fields):
     """The experiment's own task with few examples, a tiny model and a few steps."""
-    sft = dataclasses.replace(cfg.sft, steps=4, batch_size=8)
+    sft = dataclasses.replace(cfg.sft, batch_size=8, loop=dataclasses.replace(cfg.sft.loop, steps=4))
     task = dataclasses.replace(cfg.task, n_train=64, n_test=8, n_ood=8)
     return dataclasses.replace(cfg, task=task, model_dim=32, model_layers=1, sft=sft, **rl_fields)
 
 
 def rl_tiny(rl, **kw):
-    return dataclasses.replace(rl, steps=2, prompts_per_step=2, group_size=4, max_new_tokens=6,
-                               checkpoint_every=2, pass_k=2, **kw)
+    return dataclasses.replace(rl, prompts_per_step=2, group_size=4, max_new_tokens=6, pass_k=2,
+                               loop=dataclasses.replace(rl.loop, steps=2, checkpoint_every=2), **kw)
 
 
 def test_grpo_vs_dapo_tiny(tmp_path):
@@ -42,7 +42,8 @@ def test_grpo_vs_dapo_tiny(tmp_path):
 def test_sft_vs_rl_tiny(tmp_path):
     exp = load_experiment("experiments/sft_memorizes_rl_generalizes.py")
     cfg = exp.get_config()
-    cfg = tiny(cfg, rl=rl_tiny(cfg.rl), sft_more=dataclasses.replace(cfg.sft_more, steps=2, batch_size=8))
+    cfg = tiny(cfg, rl=rl_tiny(cfg.rl), sft_more=dataclasses.replace(
+        cfg.sft_more, batch_size=8, loop=dataclasses.replace(cfg.sft_more.loop, steps=2)))
     out = exp.run(cfg, tmp_path, progress=False)
     assert set(exp.REPORT_KEYS) <= set(out)
     assert all(0.0 <= out[k] <= 1.0 for k in exp.REPORT_KEYS)

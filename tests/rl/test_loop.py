@@ -5,6 +5,7 @@ import pytest
 from jaxlab import tasks as tasks_lib
 from jaxlab.models import transformer
 from jaxlab.rl import RLConfig, train_rl
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sharding import MeshConfig, make_mesh
 
@@ -14,8 +15,9 @@ CFG = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv
 
 def test_ppo_epochs_reuse_the_rollout_and_go_off_policy(tmp_path):
     examples = tasks_lib.get("arithmetic", train_difficulty=(1, 1), ops="+").splits(0, 16, 0, 0)["train"]
-    rl = RLConfig(steps=4, prompts_per_step=4, group_size=2, ppo_epochs=2, max_new_tokens=4, pass_k=2,
-                  eps_low=0.2, eps_high=0.28, overlong="mask", checkpoint_every=2)
+    rl = RLConfig(prompts_per_step=4, group_size=2, ppo_epochs=2, max_new_tokens=4, pass_k=2,
+                  eps_low=0.2, eps_high=0.28, overlong="mask",
+                  loop=LoopConfig(steps=4, log_every=1, eval_every=10, checkpoint_every=2))
     mesh = make_mesh(MeshConfig(data=-1))  # 8 fake devices: 8 rows, one per device
     result = train_rl(tmp_path, examples, model_cfg=CFG, rl=rl, optim=OptimConfig(lr=0.05, warmup_steps=0),
                       mesh=mesh, init_params=transformer.init(CFG, jax.random.key(0)), progress=False)

@@ -19,6 +19,7 @@ from jaxlab.train.dpo import (
     train_dpo,
     with_reference_logprobs,
 )
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.step import accumulate_gradients
 
@@ -43,7 +44,8 @@ def test_first_step_loss_is_log2_and_modes_agree(tmp_path):
     optim = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0)
     runs = {}
     for mode in ("precomputed", "online"):
-        dpo = DPOConfig(reference=mode, steps=1, batch_size=8, seq_len=SEQ, log_every=1)
+        dpo = DPOConfig(reference=mode, batch_size=8, seq_len=SEQ,
+                        loop=LoopConfig(steps=1, log_every=1, eval_every=50, checkpoint_every=100))
         runs[mode] = train_dpo(tmp_path / mode, PAIRS, model_cfg=CFG, dpo=dpo, optim=optim,
                                mesh=mesh, init_params=params, progress=False)
     for run in runs.values():
@@ -82,7 +84,8 @@ def test_gradient_accumulation_equals_the_large_batch(loss_type):
 def test_training_raises_the_margin(tmp_path):
     mesh = shd.make_mesh(shd.MeshConfig(data=2), jax.devices()[:2])
     params = _params(0)
-    dpo = DPOConfig(beta=0.5, steps=30, batch_size=8, seq_len=SEQ, log_every=5)
+    dpo = DPOConfig(beta=0.5, batch_size=8, seq_len=SEQ,
+                    loop=LoopConfig(steps=30, log_every=5, eval_every=50, checkpoint_every=100))
     before = pair_sequence_logprobs(params, CFG, PAIRS, seq_len=SEQ, batch_size=16)
     result = train_dpo(tmp_path, PAIRS, model_cfg=CFG, dpo=dpo, mesh=mesh, init_params=params,
                        optim=OptimConfig(lr=3e-3, warmup_steps=0), progress=False)
@@ -112,7 +115,7 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="reference"):
         DPOConfig(reference="lazy")
     with pytest.raises(ValueError, match="grad_accum"):
-        DPOConfig(batch_size=6, grad_accum=4)
+        DPOConfig(batch_size=6, loop=LoopConfig(grad_accum=4, eval_every=50, checkpoint_every=100))
     mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
     with pytest.raises(ValueError, match="ref_params"):
         train_dpo("/tmp/unused", PAIRS, model_cfg=CFG, dpo=DPOConfig(), optim=OptimConfig(),

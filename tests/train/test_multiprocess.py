@@ -97,7 +97,7 @@ def test_two_processes_train_like_one_and_resume_together(tmp_path, data_overrid
     # The same global batches in one process (4 devices, like the two processes' 2 + 2).
     cfg = experiment_variants(load_experiment(QUICKSTART), overrides)["quickstart"]
     mesh = shd.make_mesh(config_lib.apply_overrides(cfg.mesh, {"data": 4}), jax.devices()[:4])
-    fitted = fit(tmp_path / "one", name="one", fcfg=fit_config(cfg.train), optim=cfg.optim, mesh=mesh,
+    fitted = fit(tmp_path / "one", name="one", loop=fit_config(cfg.train), optim=cfg.optim, mesh=mesh,
                  init_params=lambda key: transformer.init(cfg.model, key),
                  param_axes=transformer.param_axes,
                  loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model),

@@ -27,7 +27,7 @@ from jaxlab.rl import RLConfig, RolloutSource, policy_logprobs, train_rl  # noqa
 from jaxlab.rl.reflect import REFLECT_PROMPT  # noqa: E402
 from jaxlab.train import sharding as shd  # noqa: E402
 from jaxlab.train.dpo import DPOConfig, pair_sequence_logprobs, train_dpo  # noqa: E402
-from jaxlab.train.fit import FitConfig, fit  # noqa: E402
+from jaxlab.train.fit import LoopConfig, fit  # noqa: E402
 from jaxlab.train.optim import OptimConfig  # noqa: E402
 from jaxlab.train.sft import SFTConfig, train_sft  # noqa: E402
 
@@ -62,7 +62,9 @@ def setup(tmp_path_factory) -> Setup:
         wrong = str(int(e.answer) + 1 + i % 3)
         records.append({"prompt": e.prompt + wrong + REFLECT_PROMPT, "response": f"{e.prompt}\nRetry:{e.answer}"})
     warm = train_sft(tmp_path_factory.mktemp("warm"), records, model_cfg=cfg, mesh=mesh, progress=False,
-                     sft=SFTConfig(steps=60, batch_size=8, seq_len=SEQ, log_every=10),
+                     sft=SFTConfig(batch_size=8, seq_len=SEQ,
+                                   loop=LoopConfig(steps=60, log_every=10, eval_every=50,
+                                                   checkpoint_every=100)),
                      optim=OptimConfig(lr=1e-2, warmup_steps=10), tokenizer=tok)
     return Setup(tok, cfg, mesh, examples, warm)
 
@@ -72,14 +74,16 @@ def test_sft_then_dft_lower_their_losses(setup, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
     records = [{"prompt": e.prompt, "response": e.answer} for e in setup.examples]
     dft = train_sft(tmp_path, records, model_cfg=setup.cfg, mesh=setup.mesh, progress=False,
-                    sft=SFTConfig(loss="dft", steps=8, batch_size=8, seq_len=SEQ, log_every=1),
+                    sft=SFTConfig(loss="dft", batch_size=8, seq_len=SEQ,
+                                  loop=LoopConfig(steps=8, log_every=1, eval_every=50,
+                                                  checkpoint_every=100)),
                     optim=OptimConfig(lr=3e-3, warmup_steps=0), init_params=setup.warm.state.params,
                     tokenizer=setup.tok)
     d = _losses(dft)
     assert np.mean(d[-3:]) < np.mean(d[:3])
 
 
-@pytest.mark.parametrize("loss_type", ["dpo", "simpo"])
+@pytest.mark.parametrize("loss_type", ["dpo", "simpo"])  # with and without a reference
 def test_preference_training_raises_the_chosen_over_rejected_gap(setup, tmp_path, loss_type):
     pairs = [{"prompt": e.prompt, "chosen": e.answer, "rejected": str(int(e.answer) + 1)}
              for e in setup.examples[:16]]
@@ -89,8 +93,9 @@ def test_preference_training_raises_the_chosen_over_rejected_gap(setup, tmp_path
     gap = lambda x: float(np.mean(x["chosen"] - x["rejected"]))  # noqa: E731
     before = gap(lp(params))
     result = train_dpo(tmp_path, pairs, model_cfg=setup.cfg, mesh=setup.mesh, init_params=params,
-                       dpo=DPOConfig(loss_type=loss_type, beta=0.5, steps=10, batch_size=8, seq_len=SEQ,
-                                     log_every=1),
+                       dpo=DPOConfig(loss_type=loss_type, beta=0.5, batch_size=8, seq_len=SEQ,
+                                     loop=LoopConfig(steps=10, log_every=1, eval_every=50,
+                                                     checkpoint_every=100)),
                        optim=OptimConfig(lr=3e-3, warmup_steps=0), progress=False, tokenizer=setup.tok)
     losses = _losses(result)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
@@ -104,7 +109,7 @@ def test_genrm_lowers_its_loss_and_scores_are_probabilities(setup, tmp_path):
     correct = [{"prompt": e.prompt, "response": e.answer} for e in setup.examples]
     source = exp.GenRMSource(verify, correct, lam=0.5, batch_size=8, seq_len=SEQ + 16, seed=0,
                              tokenizer=setup.tok)
-    result = fit(tmp_path, name="genrm", fcfg=FitConfig(steps=16, log_every=1), mesh=setup.mesh,
+    result = fit(tmp_path, name="genrm", loop=LoopConfig(steps=16, log_every=1), mesh=setup.mesh,
                  optim=OptimConfig(lr=3e-3, warmup_steps=0), init_params=setup.warm.state.params,
                  param_axes=transformer.param_axes, source=source, progress=False,
                  loss_sums_fn=lambda p, b, k: exp.genrm_loss_sums(p, b, k, model_cfg=setup.cfg))
@@ -118,14 +123,15 @@ def test_genrm_lowers_its_loss_and_scores_are_probabilities(setup, tmp_path):
 
 
 RL_ARMS = {
-    "grpo": RLConfig(steps=2, prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
-                     checkpoint_every=2, eval_every=100),
-    "dapo": RLConfig(steps=2, prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
-                     eps_high=0.28, dynamic_sampling=True, aggregation="token-mean", overlong="soft",
-                     overlong_buffer=2, checkpoint_every=2, eval_every=100),
-    "reflect": RLConfig(steps=2, prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
-                        reflect_max_tokens=6, mode="reflect", format_coef=1.0, checkpoint_every=2,
-                        eval_every=100),
+    "grpo": RLConfig(prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
+                     loop=LoopConfig(steps=2, log_every=1, eval_every=100, checkpoint_every=2)),
+    "dapo": RLConfig(prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
+                     eps_high=0.28, dynamic_sampling=True, aggregation="token-mean",
+                     overlong="soft", overlong_buffer=2,
+                     loop=LoopConfig(steps=2, log_every=1, eval_every=100, checkpoint_every=2)),
+    "reflect": RLConfig(prompts_per_step=8, group_size=4, ppo_epochs=2, max_new_tokens=4,
+                        reflect_max_tokens=6, mode="reflect", format_coef=1.0,
+                        loop=LoopConfig(steps=2, log_every=1, eval_every=100, checkpoint_every=2)),
 }
 
 

@@ -8,6 +8,7 @@ from jaxlab.data import ByteTokenizer
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.train import sharding as shd
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sft import SFTConfig, train_sft
 
@@ -33,7 +34,8 @@ def _accuracy(params):
 
 def test_sft_learns_the_responses_and_dft_continues_from_it(tmp_path):
     mesh = shd.make_mesh(shd.MeshConfig(data=2), jax.devices()[:2])
-    sft = SFTConfig(loss="ce", steps=150, batch_size=8, seq_len=32, log_every=10)
+    sft = SFTConfig(loss="ce", batch_size=8, seq_len=32,
+                    loop=LoopConfig(steps=150, log_every=10, eval_every=50, checkpoint_every=100))
     fitted = train_sft(tmp_path / "ce", RECORDS, model_cfg=CFG, sft=sft, mesh=mesh, progress=False,
                        optim=OptimConfig(lr=1e-2, warmup_steps=10))
     losses = [r["train/loss"] for r in fitted.records if "train/loss" in r]
@@ -41,7 +43,8 @@ def test_sft_learns_the_responses_and_dft_continues_from_it(tmp_path):
     assert _accuracy(fitted.state.params) >= 0.75
     # DFT weights each token by its own probability: it sharpens a model that already puts
     # mass on the targets (from scratch, p ~ 1/V makes its gradients tiny).
-    dft = SFTConfig(loss="dft", steps=40, batch_size=8, seq_len=32, log_every=10)
+    dft = SFTConfig(loss="dft", batch_size=8, seq_len=32,
+                    loop=LoopConfig(steps=40, log_every=10, eval_every=50, checkpoint_every=100))
     tuned = train_sft(tmp_path / "dft", RECORDS, model_cfg=CFG, sft=dft, mesh=mesh, progress=False,
                       optim=OptimConfig(lr=3e-3, warmup_steps=0), init_params=fitted.state.params)
     dft_losses = [r["train/loss"] for r in tuned.records if "train/loss" in r]
@@ -52,7 +55,8 @@ def test_sft_learns_the_responses_and_dft_continues_from_it(tmp_path):
 def test_sft_starts_from_given_params(tmp_path):
     mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
     params = transformer.init(CFG, jax.random.key(3))
-    sft = SFTConfig(steps=1, batch_size=4, seq_len=32)
+    sft = SFTConfig(batch_size=4, seq_len=32,
+                    loop=LoopConfig(steps=1, eval_every=50, checkpoint_every=100))
     # lr 0: the one step leaves the given params as they are.
     fitted = train_sft(tmp_path, RECORDS, model_cfg=CFG, sft=sft, mesh=mesh, init_params=params,
                        optim=OptimConfig(lr=0.0, warmup_steps=0, weight_decay=0.0), progress=False)

@@ -14,6 +14,7 @@ import pytest
 
 from jaxlab import tasks as tasks_lib
 from jaxlab.train import sharding as shd
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,9 @@ def test_sft_and_dft(request, tmp_path, loss, model):
     cfg, params, tok, examples, mesh = request.getfixturevalue(model)
     records = [{"prompt": e.prompt, "response": e.answer} for e in examples[:2]]
     result = train_sft(tmp_path, records, model_cfg=cfg, mesh=mesh, init_params=params, optim=OPTIM,
-                       sft=SFTConfig(loss=loss, steps=2, batch_size=2, seq_len=SEQ, log_every=1),
+                       sft=SFTConfig(loss=loss, batch_size=2, seq_len=SEQ,
+                                     loop=LoopConfig(steps=2, log_every=1, eval_every=50,
+                                                     checkpoint_every=100)),
                        progress=False, tokenizer=tok)
     losses = _losses(result)
     assert all(math.isfinite(x) for x in losses) and len(losses) == 2
@@ -74,7 +77,9 @@ def test_dpo(first_layers, tmp_path):
     cfg, params, tok, examples, mesh = first_layers
     pairs = [{"prompt": e.prompt, "chosen": e.answer, "rejected": str(int(e.answer) + 1)} for e in examples[:2]]
     result = train_dpo(tmp_path, pairs, model_cfg=cfg, mesh=mesh, init_params=params, optim=OPTIM,
-                       dpo=DPOConfig(steps=2, batch_size=2, seq_len=SEQ, log_every=1, ref_batch_size=2),
+                       dpo=DPOConfig(batch_size=2, seq_len=SEQ, ref_batch_size=2,
+                                     loop=LoopConfig(steps=2, log_every=1, eval_every=50,
+                                                     checkpoint_every=100)),
                        progress=False, tokenizer=tok)
     losses = _losses(result)
     assert losses[0] == pytest.approx(math.log(2.0), abs=1e-4)  # policy = reference at step 1
@@ -87,13 +92,14 @@ def test_genrm(first_layers, tmp_path):
     from jaxlab.cli import load_experiment
     from jaxlab.data.chat import verdict_ids, verification_record
     from jaxlab.models import transformer
-    from jaxlab.train.fit import FitConfig, fit
+    from jaxlab.train.fit import fit
 
     cfg, params, tok, examples, mesh = first_layers
     exp = load_experiment(Path(__file__).resolve().parents[2] / "experiments" / "genrm_verifier.py")
     verify = [verification_record(e.prompt, e.answer, True) for e in examples[:2]]
     source = exp.GenRMSource(verify, [], lam=0.0, batch_size=2, seq_len=SEQ + 16, seed=0, tokenizer=tok)
-    result = fit(tmp_path, name="genrm", fcfg=FitConfig(steps=2, log_every=1), optim=OPTIM, mesh=mesh,
+    result = fit(tmp_path, name="genrm", loop=LoopConfig(steps=2, log_every=1), optim=OPTIM,
+                 mesh=mesh,
                  init_params=params, param_axes=transformer.param_axes, source=source, progress=False,
                  loss_sums_fn=lambda p, b, k: exp.genrm_loss_sums(p, b, k, model_cfg=cfg))
     losses = _losses(result)
@@ -103,18 +109,18 @@ def test_genrm(first_layers, tmp_path):
     assert np.all((scores > 0) & (scores < 1))
 
 
-@pytest.mark.parametrize("arm", ["grpo", "dapo", "reflect"])
+@pytest.mark.parametrize("arm", ["grpo", "reflect"])  # DAPO differs from GRPO in settings only
 def test_rl(first_layers, tmp_path, arm):
     from jaxlab.rl import RLConfig, train_rl
 
     cfg, params, tok, examples, mesh = first_layers
-    extra = {"grpo": {}, "dapo": {"eps_high": 0.28, "overlong": "soft", "overlong_buffer": 2},
-             "reflect": {"mode": "reflect", "reflect_max_tokens": 4}}[arm]
-    rl = RLConfig(steps=1, prompts_per_step=2, group_size=2, pass_k=2, max_new_tokens=4, format_coef=1.0, **extra)
+    extra = {"grpo": {}, "reflect": {"mode": "reflect", "reflect_max_tokens": 4}}[arm]
+    rl = RLConfig(prompts_per_step=2, group_size=2, pass_k=2, max_new_tokens=4, format_coef=1.0,
+                  **extra,
+                  loop=LoopConfig(steps=1, log_every=1, eval_every=10, checkpoint_every=50))
     result = train_rl(tmp_path, examples, model_cfg=cfg, rl=rl, optim=OPTIM, mesh=mesh, init_params=params,
                       progress=False, tokenizer=tok)
     record = result.records[0]
     assert math.isfinite(record["train/loss"])
-    if arm != "reflect" or record.get("train/failed", 1) > 0:
-        # correct + format_coef * well_formed (+ overlong_coef * a penalty in [-1, 0] for DAPO)
-        assert -1.0 <= record["train/reward"] <= 2.0
+    if arm == "grpo" or "train/reward" in record:  # reflect: logged when a first try failed
+        assert 0.0 <= record["train/reward"] <= 2.0  # correct + format_coef * well_formed
