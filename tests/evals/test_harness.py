@@ -102,9 +102,10 @@ def test_prompt_encoding():
 
 def test_batching_does_not_change_completions(tiny_model):
     cfg, params = tiny_model
-    prompts = [BYTES.encode(p, bos=True) for p in ("1+1=", "cd 3 5 7 t 22:", "sort vobu ke tamin:")]
+    # lengths 5, 15, 7: one prompt bucket of the sampler (16), so two compilations (B = 2, 1)
+    prompts = [BYTES.encode(p, bos=True) for p in ("1+1=", "cd 3 5 7 t 22:", "12+34=")]
     tokens_BT, mask_BT = _batch_arrays(prompts, 4, BYTES.pad_id)
-    assert tokens_BT.shape == (4, 20) and mask_BT.sum(axis=1).tolist() == [5, 15, 20, 5]
+    assert tokens_BT.shape == (4, 15) and mask_BT.sum(axis=1).tolist() == [5, 15, 7, 5]
     assert (tokens_BT[3] == tokens_BT[0]).all()  # the filler row repeats the first
     sample_cfg = SampleConfig(max_new_tokens=5, temperature=0.0, stop_tokens=BYTES.eos_ids,
                               pad_id=BYTES.pad_id)
