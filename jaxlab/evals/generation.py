@@ -25,6 +25,14 @@ from tqdm.auto import tqdm
 from jaxlab.data import chat as chat_lib
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 
+def check_vocab(cfg, tokenizer) -> None:
+    """Raises ValueError unless the model's vocabulary holds every id of the tokenizer (a
+    model's vocabulary may be padded larger, never smaller)."""
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary "
+                         f"only {cfg.vocab_size}: they do not belong together")
+
+
 def prompts_as_chat(tokenizer) -> bool:
     """Whether task prompts go through the chat template by default: when the tokenizer's
     template makes a text prompt a user message (an instruction-tuned model's template, e.g.

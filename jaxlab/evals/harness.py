@@ -18,7 +18,7 @@ import jax
 from jaxlab import stats
 from jaxlab import tasks as tasks_lib
 from jaxlab.evals import scoring
-from jaxlab.evals.generation import complete, encode_task_prompt, prompts_as_chat
+from jaxlab.evals.generation import check_vocab, complete, encode_task_prompt, prompts_as_chat
 from jaxlab.samplers import SampleConfig
 
 SPLIT_CHOICES = ("test", "ood", "all")
@@ -64,6 +64,7 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
       ``by_difficulty[d]`` and ``by_split[s]`` as :func:`jaxlab.evals.scoring.summarize_records`,
       ``problems`` the per-problem records of :func:`jaxlab.evals.scoring.score_problem`.
     """
+    check_vocab(cfg, tokenizer)
     task = tasks_lib.get(task) if isinstance(task, str) else task
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise ValueError(f"samples must be an int >= 0, got {samples!r}")

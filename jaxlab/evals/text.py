@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxlab.evals.generation import check_vocab
 from jaxlab.models import transformer
 
 DEFAULT_WINDOW = 1024
@@ -60,6 +61,7 @@ def text_bits_per_byte(cfg, params, tokenizer, text: str, *, window: int = DEFAU
         raise ValueError("text_bits_per_byte needs a non-empty str")
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, got {window!r}")
+    check_vocab(cfg, tokenizer)
     stride = max(1, window // 2) if stride is None else stride
     start = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     if start is None:

@@ -1,6 +1,7 @@
 """The task harness on a tiny random model: prompts, batched completions, result shapes,
 intervals, per-difficulty counts and the files it writes."""
 
+import dataclasses
 import json
 
 import jax
@@ -127,3 +128,6 @@ def test_bad_arguments(tiny_model):
         evaluate_task(cfg, params, BYTES, "sudoku", n=2, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="n must be"):
         evaluate_task(cfg, params, BYTES, "arithmetic", n=0, key=jax.random.PRNGKey(0))
+    small = dataclasses.replace(cfg, vocab_size=200)
+    with pytest.raises(ValueError, match="259 ids but the model's vocabulary only 200"):
+        evaluate_task(small, params, BYTES, "arithmetic", n=2, key=jax.random.PRNGKey(0))

@@ -1,5 +1,6 @@
 """Bits per byte and perplexity against a hand computation from transformer.apply log-probs."""
 
+import dataclasses
 import math
 
 import jax
@@ -87,3 +88,5 @@ def test_bad_input(tiny_model):
         text_bits_per_byte(cfg, params, ByteTokenizer(), "")
     with pytest.raises(ValueError, match="stride"):
         text_bits_per_byte(cfg, params, ByteTokenizer(), "abc", window=4, stride=5)
+    with pytest.raises(ValueError, match="vocabulary only 100"):
+        text_bits_per_byte(dataclasses.replace(cfg, vocab_size=100), params, ByteTokenizer(), "abc")
