@@ -8,7 +8,8 @@ its GGUF file (jaxlab: ``load_model("smollm2-135m-instruct")``; transformers:
 ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)``), or with ``--random`` a
 random model of the same shape (``--tiny``: a tiny one, for tests) written as a Hugging Face
 folder that transformers loads. For each batch size B every row gets the same random prompt of
-``--prompt-len`` tokens and exactly ``--new-tokens`` greedy tokens (no stop token).
+``--prompt-len`` tokens and exactly ``--new-tokens`` greedy tokens (no stop token). Torch uses
+``--torch-threads`` intra-op threads (default: one per core).
 
     tokens/s = B * new_tokens / wall seconds of one whole generate call (prefill included)
 
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2, help="timed calls per side; the best is kept")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch intra-op threads (0 = torch's default, one per core); on a shared, "
+                        "loaded CPU torch's spinning thread pool slows down far more than XLA's")
     p.add_argument("--out", help="write the markdown table here and the JSON beside it (.json)")
     return p
 
@@ -160,7 +164,8 @@ def bench_batch(cfg, params, torch_model, B: int, args) -> Row:
 
 def markdown(rows: list[Row], info: dict) -> str:
     lines = [f"Greedy decoding, {info['model']}, prompt {info['prompt_len']} tokens, "
-             f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores), best of "
+             f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores, torch "
+             f"{info['torch_threads']} threads), best of "
              f"{info['repeats']} calls after a warm-up call (compile time excluded).", "",
              "| batch | jaxlab tokens/s | transformers tokens/s | ratio (jaxlab / transformers) "
              "| tokens agree |",
@@ -179,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     import torch
 
+    if args.torch_threads < 0:
+        raise SystemExit(f"--torch-threads must be >= 0, got {args.torch_threads}")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_name, cfg, params, torch_model = load_models(args, Path(tmp))
         torch_model.eval()
