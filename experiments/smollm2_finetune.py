@@ -2,9 +2,12 @@
 verifiable task with SFT, DPO or RL, and measure greedy accuracy before and after on held-out
 problems of the same task. One command per method:
 
-    jaxlab run experiments/smollm2_finetune.py --set method=sft
-    jaxlab run experiments/smollm2_finetune.py --set method=dpo
-    jaxlab run experiments/smollm2_finetune.py --set method=rl     # a short SFT warm start, then GRPO
+    jaxlab run experiments/smollm2_finetune.py --preset sft --publish
+    jaxlab run experiments/smollm2_finetune.py --preset dpo --publish
+    jaxlab run experiments/smollm2_finetune.py --preset rl --publish    # a short SFT warm start, then GRPO
+
+(``--publish`` copies the report to results/smollm2_finetune/<method>/; the workdir defaults
+to runs/smollm2_finetune, so give each method its own ``--workdir``.)
 
 The task's prompt is the user turn of the model's chat template (ChatML with SmolLM2's default
 system message), the training target is the bare answer and the end of turn, and evaluation
@@ -34,6 +37,7 @@ from jaxlab.train.sharding import MeshConfig, experiment_mesh
 
 REPORT_KEYS = ["before_accuracy", "after_accuracy", "before_well_formed", "after_well_formed", "train_seconds"]
 PRESETS = {
+    "sft": {"method": "sft"}, "dpo": {"method": "dpo"}, "rl": {"method": "rl"},
     "smoke": {"n_train": 32, "n_eval": 8, "sft.loop.steps": 2, "dpo.loop.steps": 2, "rl.loop.steps": 1,
               "warm_steps": 2, "sft.batch_size": 2, "dpo.batch_size": 2, "rl.prompts_per_step": 2,
               "rl.group_size": 2, "rl.pass_k": 2},
