@@ -2,12 +2,11 @@
 verifiable task with SFT, DPO or RL, and measure greedy accuracy before and after on held-out
 problems of the same task. One command per method:
 
-    jaxlab run experiments/smollm2_finetune.py --preset sft --publish
-    jaxlab run experiments/smollm2_finetune.py --preset dpo --publish
-    jaxlab run experiments/smollm2_finetune.py --preset rl --publish    # a short SFT warm start, then GRPO
+    jaxlab run experiments/smollm2_finetune.py --workdir runs/ft_sft --preset sft --publish
+    jaxlab run experiments/smollm2_finetune.py --workdir runs/ft_dpo --preset dpo --publish
+    jaxlab run experiments/smollm2_finetune.py --workdir runs/ft_rl --preset rl --publish  # SFT warm start, then GRPO
 
-(``--publish`` copies the report to results/smollm2_finetune/<method>/; the workdir defaults
-to runs/smollm2_finetune, so give each method its own ``--workdir``.)
+(``--publish`` copies the report and results to results/smollm2_finetune/<method>/.)
 
 The task's prompt is the user turn of the model's chat template (ChatML with SmolLM2's default
 system message), the training target is the bare answer and the end of turn, and evaluation
