@@ -122,7 +122,8 @@ def preset_overrides(module, preset: str | None) -> dict:
 
 def publish(workdir: Path, dest: Path, *, experiment: str, preset: str, claim_version: int,
             command: str) -> Path:
-    """Copies a finished run's ``report.md``, ``results.json`` and plots into ``dest``
+    """Copies a finished run's ``report.md``, ``results.json`` and plots (with those of each
+    variant and seed, in their subfolders) into ``dest``
     (``results/<experiment>/<preset>/``) and records what produced them. A verdict published
     earlier under another ``claim_version`` is kept in ``history`` (and in the report), so a
     changed claim is a new version, never a silent replacement."""
@@ -142,8 +143,14 @@ def publish(workdir: Path, dest: Path, *, experiment: str, preset: str, claim_ve
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for png in workdir.glob("*.png"):
-        shutil.copy2(png, dest / png.name)
+    for file in sorted(workdir.rglob("*")):  # plots, and the reports of every variant and seed
+        rel = file.relative_to(workdir)
+        nested_report = len(rel.parts) > 1 and file.name in ("report.md", "results.json")
+        if (not file.is_file() or {"checkpoints", "tensorboard"} & set(rel.parts)
+                or not (file.suffix == ".png" or nested_report)):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, dest / rel)
     record = {"experiment": experiment, "preset": preset, "claim_version": claim_version,
               "command": command, **results, "history": history}
     (dest / "results.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -96,6 +96,7 @@ def test_publish_records_the_command_and_keeps_older_claim_versions(tmp_path, mo
     assert first["experiment"] == "seeded_claim" and first["preset"] == "smoke" and first["claim_version"] == 1
     assert first["command"].endswith("--preset smoke --seeds 2") and first["history"] == []
     assert first["verdict"]["outcome"] == "held" and (dest / "seeds.png").exists()
+    assert (dest / "fast" / "seed1" / "report.md").exists()  # each seed's report travels too
     assert "Produced by `jaxlab run" in (dest / "report.md").read_text()
     # a new claim version: the old verdict moves to the history, in the JSON and the report
     claims.publish(tmp_path / "w", dest, experiment="seeded_claim", preset="smoke", claim_version=2,
