@@ -355,9 +355,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="address of process 0 (implies --distributed; or $JAXLAB_COORDINATOR)")
     dist.add_argument("--num-processes", type=int, help="number of processes ($JAXLAB_NUM_PROCESSES)")
     dist.add_argument("--process-id", type=int, help="this process's index ($JAXLAB_PROCESS_ID)")
-    conv = sub.add_parser("convert", add_help=False,
-                          help="convert checkpoints: hf-to-jaxlab SRC DST | jaxlab-to-hf SRC DST")
-    conv.add_argument("args", nargs=argparse.REMAINDER)
+    # Commands with parsers of their own (main() hands them their arguments); listed for --help.
+    for name, text in (("convert", "convert checkpoints: hf-to-jaxlab | jaxlab-to-hf | gguf-to-jaxlab | "
+                                   "jaxlab-to-gguf SRC DST"),
+                       ("models", "the model registry: list | fetch NAME | path NAME"),
+                       ("generate", "print a completion: MODEL --prompt TEXT [--chat]"),
+                       ("eval", "evaluate a model: MODEL --task T --n N --samples K [--text FILE]")):
+        sub.add_parser(name, add_help=False, help=text).add_argument("args", nargs=argparse.REMAINDER)
     show = sub.add_parser("config", help="print the resolved config of an experiment")
     show.add_argument("experiment")
     show.add_argument("--preset")
