@@ -1,55 +1,91 @@
-"""experiments/dpo_likelihood_displacement.py at a tiny size: DPO widens the margin, CHES
-separates look-alike pairs from dissimilar ones, the filtered run drops the top-CHES pairs,
-and the verdict follows the numbers."""
+"""experiments/dpo_likelihood_displacement.py: the smoke preset end to end (CHES ranks the pairs,
+three DPO arms train, the verdict follows its interval and preconditions, a finished seed is
+read back), the three-way verdict on made-up runs, and the pairs."""
 
-import dataclasses
-import math
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxlab.cli import load_experiment
-from jaxlab.models import transformer
+from jaxlab import cli
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "dpo_likelihood_displacement.py"
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    return load_experiment(EXPERIMENT)
+    return cli.load_experiment(EXPERIMENT)
 
 
-TINY = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                          head_dim=16, mlp_dim=64)
+@pytest.mark.slow
+def test_smoke_preset(tmp_path):
+    args = ["run", str(EXPERIMENT), "--workdir", str(tmp_path), "--no-progress", "--preset", "smoke",
+            "--seeds", "2"]
+    assert cli.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]["dpo_likelihood_displacement"]
+    assert len(runs) == 2
+    for r in runs:
+        assert r["n_pairs"] == 128 and r["arm_size"] == 32 and r["n_heldout"] == 32
+        for arm in ("top", "bottom", "random"):
+            assert len(r[f"pair_displacement_{arm}"]) == 32
+            assert len(r[f"heldout_pair_displacement_{arm}"]) == 32
+            assert r[f"displacement_{arm}"] == pytest.approx(np.mean(r[f"pair_displacement_{arm}"]))
+            assert r[f"curve_{arm}"][-1]["step"] == 40
+        # the arms are what CHES selected, and CHES tells look-alike pairs from letter spellings
+        assert r["ches_top"] > r["ches_random"] > r["ches_bottom"]
+        assert r["ches_near_mean"] > r["ches_far_mean"]
+        assert r["near_share_top"] > r["near_share_bottom"]
+        # the set-up worked: SFT fitted both responses, DPO widened every arm's margin
+        assert min(r["ref_chosen_logp_per_token"], r["ref_rejected_logp_per_token"]) > -1.0
+        assert r["margin_gain_min"] > 0
+    v = results["verdict"]
+    effect = np.mean([r["displacement_top"] - r["displacement_bottom"] for r in runs])
+    assert v["effect"] == pytest.approx(effect)
+    assert v["low"] <= v["effect"] <= v["high"]
+    assert all(p["passed"] for p in v["preconditions"])
+    expected = "held" if v["low"] > 0 else "not held" if v["high"] <= 0 else "inconclusive"
+    assert v["outcome"] == expected
+    report = (tmp_path / "report.md").read_text()
+    assert f"**Verdict: {v['outcome']}.**" in report and "top - random" in report
+    for k in (0, 1):
+        assert (tmp_path / "dpo_likelihood_displacement" / f"seed{k}" / "displacement.png").exists()
+    assert (tmp_path / "arms.png").exists()
+    # a finished seed is read back, not trained again
+    assert cli.main(args) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["verdict"] == v and again["runs"] == results["runs"]
 
 
-def test_tiny_run(experiment, tmp_path):
-    base = experiment.get_config()
-    cfg = dataclasses.replace(base, model=TINY, n_pairs=32, sft_steps=40,
-                              dpo=dataclasses.replace(base.dpo, batch_size=8, loop=dataclasses.replace(
-                                  base.dpo.loop, steps=20, eval_every=10)))
-    r = experiment.run(cfg, tmp_path, progress=False)
-    for key in experiment.REPORT_KEYS:
-        assert math.isfinite(r[key]), key
-    assert r["margin_end"] > r["margin_start"]  # DPO does what it optimises
-    # Near misses (the sum + 1) share tokens with the chosen answer, the letter spellings do not.
-    assert r["ches_near_mean"] > r["ches_far_mean"]
-    assert r["n_kept"] == 32 - round(cfg.drop_fraction * 32)
-    held, _ = experiment.check({"v": r})
-    expected = (r["chosen_logp_end"] < r["chosen_logp_start"]
-                and r["rejected_logp_end"] < r["rejected_logp_start"]
-                and r["ches_spearman"] > 0
-                and r["kept_displacement_filtered"] < r["kept_displacement_full"])
-    assert held == expected
-    assert f"**Verdict: the claim {'held' if held else 'did not hold'}**" in r["report"]
+def _seed(top, bottom, *, margin=5.0, ref=-0.5):
+    return {"pair_displacement_top": list(top), "pair_displacement_bottom": list(bottom),
+            "margin_gain_min": margin, "ref_chosen_logp_per_token": ref, "ref_rejected_logp_per_token": ref}
 
 
-def test_pairs_and_spearman(experiment):
-    pairs = experiment.make_pairs((1, 2), 10, seed=0)
-    near, far = pairs[0], pairs[1]
-    assert int(near["rejected"]) == int(near["chosen"]) + 1
-    assert far["rejected"] == "".join("abcdefghij"[int(c)] for c in far["chosen"])
-    x = np.array([0.1, 0.5, 0.3, 0.9])
-    assert experiment.spearman(x, x ** 3) == pytest.approx(1.0)
-    assert experiment.spearman(x, -x) == pytest.approx(-1.0)
+def test_claim_verdict_three_ways(experiment):
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0.0, 0.5, 40)  # noqa: E731
+    held = experiment.claim_verdict({"v": [_seed(3 + noise(), noise()), _seed(2 + noise(), noise())]})
+    assert held.outcome == "held" and held.low > 0
+    not_held = experiment.claim_verdict({"v": [_seed(noise() - 2, noise()), _seed(noise() - 3, noise())]})
+    assert not_held.outcome == "not held" and not_held.high <= 0
+    mixed = experiment.claim_verdict({"v": [_seed(3 + noise(), noise()), _seed(noise() - 3, noise())]})
+    assert mixed.outcome == "inconclusive" and "threshold" in mixed.reason
+    no_training = experiment.claim_verdict({"v": [_seed(3 + noise(), noise(), margin=-0.1)]})
+    assert no_training.outcome == "inconclusive" and "DPO trained" in no_training.reason
+    no_sft = experiment.claim_verdict({"v": [_seed(3 + noise(), noise(), ref=-2.0)]})
+    assert no_sft.outcome == "inconclusive" and "reference learned" in no_sft.reason
+
+
+def test_pairs(experiment):
+    pool, heldout = experiment.make_pairs((1, 2), 20, 10, seed=0)
+    assert len(pool) == 20 and len(heldout) == 10
+    assert not {p["prompt"] for p in pool} & {p["prompt"] for p in heldout}
+    for i, p in enumerate(pool):
+        a, b = p["prompt"].rstrip("=").split("+")
+        assert int(p["chosen"]) == int(a) + int(b)
+        if i % 2 == 0:
+            assert p["kind"] == "near" and int(p["rejected"]) == int(p["chosen"]) + 1
+        else:
+            assert p["kind"] == "far" and p["rejected"] == "".join("abcdefghij"[int(c)] for c in p["chosen"])
