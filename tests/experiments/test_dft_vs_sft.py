@@ -1,15 +1,15 @@
-"""experiments/dft_vs_sft.py at a tiny size: both arms run from one warm start, the numbers are
-finite and the verdict follows them."""
+"""experiments/dft_vs_sft.py: the smoke preset end to end (a tiny random byte model, whose
+start is at the floor: the verdict must be inconclusive by the precondition), and the
+three-way verdict on hand-made per-problem results."""
 
-import dataclasses
-import math
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from jaxlab import cli
 from jaxlab.cli import load_experiment
-from jaxlab.models import transformer
-from jaxlab.train.metrics import read_jsonl
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "dft_vs_sft.py"
 
@@ -19,25 +19,48 @@ def experiment():
     return load_experiment(EXPERIMENT)
 
 
-TINY = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                          head_dim=16, mlp_dim=64)
-
-
-def test_tiny_run(experiment, tmp_path):
-    cfg = dataclasses.replace(experiment.get_config(), model=TINY, n_train=200, n_test=16, n_ood=16,
-                              warm_steps=30, steps=20, eval_every=10, batch_size=8, seq_len=32)
-    r = experiment.run(cfg, tmp_path, progress=False)
-    for key in experiment.REPORT_KEYS:
-        assert 0.0 <= r[key] <= 1.0 and math.isfinite(r[key]), key
-    # Both curves start at the shared warm start, then one point per evaluation.
+@pytest.mark.slow
+def test_smoke_preset_is_inconclusive_at_the_floor(tmp_path):
+    assert cli.main(["run", str(EXPERIMENT), "--workdir", str(tmp_path), "--no-progress", "--preset", "smoke",
+                     "--seeds", "1"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    (r,) = results["runs"]["dft_vs_sft"]
+    for arm in ("start", "sft", "dft"):
+        test, ood = np.array(r[f"{arm}_test_correct"]), np.array(r[f"{arm}_ood_correct"])
+        assert test.shape == (32,) and ood.shape == (16,) and set(test) | set(ood) <= {0, 1}
+        assert r[f"{arm}_test_accuracy"] == pytest.approx(test.mean())
     for arm in ("sft", "dft"):
-        assert [s for s, _ in r[f"{arm}_test_curve"]] == [0, 10, 20]
-        assert r[f"{arm}_test_curve"][0][1] == r["warm_test_accuracy"]
-    warm_losses = [m["train/loss"] for m in read_jsonl(tmp_path / "warm" / "metrics.jsonl")
-                   if "train/loss" in m]
-    assert warm_losses[-1] < warm_losses[0]
-    held, _ = experiment.check({"v": r})
-    assert held == (r["dft_test_auc"] > r["sft_test_auc"]
-                    and r["dft_ood_accuracy"] > r["sft_ood_accuracy"])
-    assert f"**Verdict: the claim {'held' if held else 'did not hold'}**" in r["report"]
-    assert (tmp_path / "accuracy.png").stat().st_size > 0
+        curve = r[f"{arm}_test_curve"]
+        assert [s for s, _ in curve] == [0, 4, 8]  # the shared start, then every eval_every steps
+        assert curve[0][1] == r["start_test_accuracy"] and curve[-1][1] == r[f"{arm}_test_accuracy"]
+    # both arms learn from the same batches, by different losses: SFT's cross-entropy falls,
+    # DFT's loss (CE weighted by p ~ 1/V on a random model) is far smaller
+    assert r["sft_last_loss"] < r["sft_first_loss"]
+    assert r["dft_first_loss"] < 0.1 * r["sft_first_loss"]
+    assert r["dft_minus_sft"] == pytest.approx(r["dft_test_accuracy"] - r["sft_test_accuracy"])
+    v = results["verdict"]
+    assert v["outcome"] == "inconclusive" and "partly solves the task" in v["reason"]
+    assert v["preconditions"][0]["passed"] is False and r["start_test_accuracy"] == 0.0
+    assert "**Verdict: inconclusive.**" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "dft_vs_sft" / "seed0" / "accuracy.png").stat().st_size > 0
+
+
+def _run(start, sft, dft, floor=0.1):
+    return {"start_test_correct": start, "sft_test_correct": sft, "dft_test_correct": dft, "floor": floor}
+
+
+def test_verdict_three_ways(experiment):
+    rng = np.random.default_rng(0)
+    start = [list(rng.integers(0, 2, 200)) for _ in range(3)]  # about half right: clear of a 0.1 floor
+    ones, zeros = [1] * 200, [0] * 200
+    held = experiment.claim_verdict({"v": [_run(s, zeros, ones) for s in start]})
+    assert held.outcome == "held" and held.effect == 1.0 and held.low > 0
+    not_held = experiment.claim_verdict({"v": [_run(s, ones, zeros) for s in start]})
+    assert not_held.outcome == "not held" and not_held.high < 0
+    # DFT right on a random half of the problems SFT gets right: the interval contains 0
+    mixed = experiment.claim_verdict({"v": [_run(s, s, list(rng.permutation(s))) for s in start]})
+    assert mixed.outcome == "inconclusive" and mixed.low < 0 < mixed.high
+    # the same arms from a start at the floor: inconclusive, whatever the arms did
+    floor = experiment.claim_verdict({"v": [_run([0] * 200, zeros, ones) for _ in start]})
+    assert floor.outcome == "inconclusive" and "partly solves" in floor.reason
+    assert "McNemar" in held.test and "3 seeds x 200 test problems" in held.test
