@@ -18,7 +18,7 @@ positions of those rows.
 
     jaxlab run experiments/softplus_length_extrapolation.py
     jaxlab run experiments/softplus_length_extrapolation.py --set lm.train.seq_len=128 \\
-        --set lm.train.steps=3000 --set eval_tokens=131072          # larger, for a GPU
+        --set lm.train.loop.steps=3000 --set eval_tokens=131072          # larger, for a GPU
 
 The claim holds when the re-weighted softplus model's loss at every longer length stays within
 ``FLAT`` (10%) of its loss at L, while the softmax model's does not.
@@ -40,6 +40,7 @@ from jaxlab.samplers import SampleConfig
 from jaxlab.train.batch import apply_batch
 from jaxlab.train.checkpoint import load_params
 from jaxlab.train.config import ExperimentConfig, TrainConfig
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.loop import train
 from jaxlab.train.optim import OptimConfig
 
@@ -65,8 +66,8 @@ def _lm_config(name: str, kind: str) -> ExperimentConfig:
         data=DataConfig(chunk_bytes=16384, val_percent=15.0),
         optim=OptimConfig(lr=3e-3, warmup_steps=60, schedule="cosine", final_lr_fraction=0.1,
                           weight_decay=0.1, clip_norm=1.0),
-        train=TrainConfig(steps=600, batch_size=16, seq_len=64, eval_every=200, eval_batches=8,
-                          checkpoint_every=600, log_every=20),
+        train=TrainConfig(batch_size=16, seq_len=64, eval_batches=8,
+                          loop=LoopConfig(steps=600, eval_every=200, checkpoint_every=600, log_every=20)),
         sample=SampleConfig(max_new_tokens=64, temperature=0.8, top_p=0.95, stop_tokens=(EOS_ID,),
                             pad_id=PAD_ID),
     )
@@ -119,7 +120,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     train_results = train(lm, workdir / "train", progress=progress)
     params = _restore_params(lm, workdir / "train")
     results = {"attention": lm.model.attention_kind, "train_seq_len": lm.train.seq_len,
-               "steps": lm.train.steps, "params": train_results["params"],
+               "steps": lm.train.loop.steps, "params": train_results["params"],
                "train_loss": train_results["train_loss"], "train_wall_s": train_results["train_wall_s"]}
     powers = [1.0] + ([float(p) for p in cfg.eval_reweight_powers]
                       if lm.model.attention_kind == "softplus" else [])

@@ -8,7 +8,7 @@
     claim_verdict(runs) -> jaxlab.stats.Verdict     (held / not held / inconclusive, effect, interval,
                                                 test, preconditions; see jaxlab.stats.decide)
 
-Seed k of a config adds k to every field named ``seed`` (``seed``, ``train.seed``,
+Seed k of a config adds k to every field named ``seed`` (``seed``, ``train.loop.seed``,
 ``task.seed`` ...), so the model's initialisation, the data order and, where a task draws its
 splits from a seed, the test problems all change with k. An experiment that defines
 ``SEED_KEYS`` (a tuple of dotted keys) varies only those.

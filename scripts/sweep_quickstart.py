@@ -24,36 +24,36 @@ REPO = Path(__file__).resolve().parents[1]
 D256_L4 = ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.n_kv_heads=4",
            "model.mlp_dim=768", "model.scan_unroll=4"]
 CANDIDATES = {
-    "d256-L4": [*D256_L4, "train.steps=320"],
+    "d256-L4": [*D256_L4, "train.loop.steps=320"],
     "d192-L4": [*D256_L4, "model.d_model=192", "model.n_heads=3", "model.n_kv_heads=3",
-                "model.mlp_dim=512", "train.steps=580"],
+                "model.mlp_dim=512", "train.loop.steps=580"],
     "d128-L4": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2",
-                "model.mlp_dim=384", "train.steps=770"],
-    "d256-L2": [*D256_L4, "model.n_layers=2", "model.scan_unroll=2", "train.steps=550"],
+                "model.mlp_dim=384", "train.loop.steps=770"],
+    "d256-L2": [*D256_L4, "model.n_layers=2", "model.scan_unroll=2", "train.loop.steps=550"],
     "d128-L6": [*D256_L4, "model.d_model=128", "model.n_heads=4", "model.n_kv_heads=4", "model.head_dim=32",
-                "model.mlp_dim=384", "model.n_layers=6", "model.scan_unroll=6", "train.steps=480"],
+                "model.mlp_dim=384", "model.n_layers=6", "model.scan_unroll=6", "train.loop.steps=480"],
     # Second round, around the best of the first (d128-L4).
     "d128-L4-lr6e-3": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2",
-                       "model.mlp_dim=384", "optim.lr=6e-3", "train.steps=770"],
+                       "model.mlp_dim=384", "optim.lr=6e-3", "train.loop.steps=770"],
     "d128-L3": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2",
-                "model.mlp_dim=384", "model.n_layers=3", "model.scan_unroll=3", "train.steps=1100"],
+                "model.mlp_dim=384", "model.n_layers=3", "model.scan_unroll=3", "train.loop.steps=1100"],
     "d96-L4": [*D256_L4, "model.d_model=96", "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=48",
-               "model.mlp_dim=288", "train.steps=950"],
+               "model.mlp_dim=288", "train.loop.steps=950"],
     "d128-L4-b8": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2",
-                   "model.mlp_dim=384", "train.batch_size=8", "train.steps=1400"],
+                   "model.mlp_dim=384", "train.batch_size=8", "train.loop.steps=1400"],
     # Third round, around the best of the second (d128-L3).
     "d128-L3-b8": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2", "model.mlp_dim=384",
-                   "model.n_layers=3", "model.scan_unroll=3", "train.batch_size=8", "train.steps=1800"],
+                   "model.n_layers=3", "model.scan_unroll=3", "train.batch_size=8", "train.loop.steps=1800"],
     "d160-L3": [*D256_L4, "model.d_model=160", "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=80",
-                "model.mlp_dim=480", "model.n_layers=3", "model.scan_unroll=3", "train.steps=790"],
+                "model.mlp_dim=480", "model.n_layers=3", "model.scan_unroll=3", "train.loop.steps=790"],
     "d128-L3-mlp512": [*D256_L4, "model.d_model=128", "model.n_heads=2", "model.n_kv_heads=2",
                        "model.mlp_dim=512", "model.n_layers=3", "model.scan_unroll=3",
-                       "train.steps=1000"],
+                       "train.loop.steps=1000"],
 }
 
 
 def _steps(overrides: list[str]) -> int:
-    return int(next(o for o in overrides if o.startswith("train.steps=")).split("=")[1])
+    return int(next(o for o in overrides if o.startswith("train.loop.steps=")).split("=")[1])
 
 
 def main() -> None:
@@ -69,8 +69,8 @@ def main() -> None:
         workdir = Path(args.out) / name
         t0 = time.perf_counter()
         steps = _steps(overrides)
-        schedule = [f"optim.warmup_steps={steps // 10}", f"train.eval_every={steps // 4}",
-                    f"train.checkpoint_every={steps // 4}"]
+        schedule = [f"optim.warmup_steps={steps // 10}", f"train.loop.eval_every={steps // 4}",
+                    f"train.loop.checkpoint_every={steps // 4}"]
         cmd = [sys.executable, "-m", "jaxlab", "run", str(REPO / "experiments" / "quickstart.py"),
                "--workdir", str(workdir), "--no-progress", "--set", *overrides, *schedule, *args.set]
         subprocess.run(cmd, check=True, cwd=REPO)

@@ -51,10 +51,10 @@ def read_events(path: Path) -> list:
 @pytest.mark.slow
 def test_run_writes_every_artifact_and_learns(tmp_path, corpus):
     workdir = tmp_path / "run"
-    assert run_cli(workdir, *corpus, "train.steps=30", "train.eval_every=10",
-                   "train.checkpoint_every=15", "train.log_every=5") == 0
+    assert run_cli(workdir, *corpus, "train.loop.steps=30", "train.loop.eval_every=10",
+                   "train.loop.checkpoint_every=15", "train.loop.log_every=5") == 0
     config = json.loads((workdir / "config.json").read_text())
-    assert config["model"]["d_model"] == 32 and config["train"]["steps"] == 30
+    assert config["model"]["d_model"] == 32 and config["train"]["loop"]["steps"] == 30
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "train/loss" in r]
     val = [r for r in records if "val/loss" in r]
@@ -74,13 +74,13 @@ def test_run_writes_every_artifact_and_learns(tmp_path, corpus):
     assert results["sample"].startswith("The ")
 
     # Running again finds the run complete: it restores and reports without training.
-    assert run_cli(workdir, *corpus, "train.steps=30", "train.eval_every=10",
-                   "train.checkpoint_every=15", "train.log_every=5") == 0
+    assert run_cli(workdir, *corpus, "train.loop.steps=30", "train.loop.eval_every=10",
+                   "train.loop.checkpoint_every=15", "train.loop.log_every=5") == 0
     again = json.loads((workdir / "results.json").read_text())
     assert again["resumed_from"] == 30 and again["val_bpb"] == results["val_bpb"]
 
     # A resumed run must not silently change the experiment.
-    assert run_cli(workdir, *corpus, "train.steps=30", "model.mlp_dim=32") == 1
+    assert run_cli(workdir, *corpus, "train.loop.steps=30", "model.mlp_dim=32") == 1
 
 
 def _cli_process(workdir, overrides, **kwargs):
@@ -97,8 +97,8 @@ def _comparable(workdir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_and_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, corpus):
-    settings = [*corpus, "train.steps=240", "train.checkpoint_every=40", "train.eval_every=80",
-                "train.log_every=20"]
+    settings = [*corpus, "train.loop.steps=240", "train.loop.checkpoint_every=40", "train.loop.eval_every=80",
+                "train.loop.log_every=20"]
     reference = _cli_process(tmp_path / "reference", settings)
     out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, out.decode()
@@ -128,7 +128,7 @@ def test_sigkill_and_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path
 @pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, corpus, capsys):
     workdir = tmp_path / "nan"
-    code = run_cli(workdir, *corpus, "train.steps=20", "train.checkpoint_every=1",
+    code = run_cli(workdir, *corpus, "train.loop.steps=20", "train.loop.checkpoint_every=1",
                    "optim.lr=1e12", "optim.warmup_steps=0", "optim.clip_norm=none",
                    "optim.schedule=constant")
     assert code == 1
@@ -142,8 +142,8 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
 def test_unknown_key_is_an_error_naming_the_nearest_key(tmp_path, capsys):
     assert run_cli(tmp_path, "model.n_layer=2") == 2
     assert "unknown config key 'model.n_layer'; did you mean 'model.n_layers'?" in capsys.readouterr().err
-    assert run_cli(tmp_path, "train.steps=ten") == 2
-    assert "train.steps: expected an int, got 'ten'" in capsys.readouterr().err
+    assert run_cli(tmp_path, "train.loop.steps=ten") == 2
+    assert "train.loop.steps: expected an int, got 'ten'" in capsys.readouterr().err
     assert not (tmp_path / "config.json").exists()
 
 
@@ -172,8 +172,8 @@ def test_variants_train_in_their_own_workdirs_and_the_claim_is_decided(tmp_path,
                                  progress=False)
     assert set(results) == {"short", "long"}
     assert results["long"]["val_loss"] < results["short"]["val_loss"]
-    assert json.loads((tmp_path / "short" / "config.json").read_text())["train"]["steps"] == 4
-    assert json.loads((tmp_path / "long" / "config.json").read_text())["train"]["steps"] == 24
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["train"]["loop"]["steps"] == 4
+    assert json.loads((tmp_path / "long" / "config.json").read_text())["train"]["loop"]["steps"] == 24
     report = (tmp_path / "report.md").read_text()
     assert "[short](short/report.md)" in report and "[long](long/report.md)" in report
     assert "> More steps reach a lower validation loss." in report

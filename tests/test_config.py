@@ -26,7 +26,8 @@ def test_overrides_parse_by_field_type():
 @pytest.mark.parametrize("override,match", [
     ("model.n_layer=3", "unknown config key 'model.n_layer'; did you mean 'model.n_layers'"),
     ("optim.warmup=1", "unknown config key 'optim.warmup'; did you mean 'optim.warmup_steps'"),
-    ("train.step=1", "did you mean 'train.steps'"),
+    ("train.loop.step=1", "did you mean 'train.loop.steps'"),
+    ("train.steps=5", "did you mean 'train.loop.steps'"),  # the loop's settings moved into train.loop
     ("modle.d_model=3", "did you mean 'model.d_model'"),
     ("model.n_layers=three", "model.n_layers: expected an int, got 'three'"),
     ("model.tie_embeddings=maybe", "expected a bool"),
@@ -34,7 +35,8 @@ def test_overrides_parse_by_field_type():
     ("model=3", "'model' is a group of settings"),
     ("model.n_layers", "not of the form key=value"),
     ("model.n_heads=3", "model.n_heads=3: .*multiple of"),
-    ("train.steps=0", "train.steps must be >= 1"),
+    ("train.loop.steps=0", "loop.steps must be an int >= 1"),
+    ("train.loop.grad_accum=3", "train.batch_size .* must be a multiple of train.loop.grad_accum"),
 ])
 def test_override_errors_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):

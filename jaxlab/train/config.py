@@ -7,32 +7,29 @@ import dataclasses
 from jaxlab.data.pipeline import DataConfig
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig
+from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sharding import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
+    """Pre-training settings: the data shape of a step, the loss's extra term and the
+    validation size; ``loop`` holds what every trainer shares (steps, seed, grad_accum,
+    log/eval/checkpoint intervals, kept checkpoints: :class:`jaxlab.train.fit.LoopConfig`)."""
     batch_size: int = 16  # sequences per optimizer step, over all devices and processes
     seq_len: int = 256
-    grad_accum: int = 1  # micro-batches per step (batch_size must divide by it)
     z_loss: float = 0.0
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 200
     eval_batches: int = 8  # validation batches per evaluation (fewer if the split is smaller)
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
+    loop: LoopConfig = LoopConfig(steps=1000)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every", "eval_every",
-                     "eval_batches", "checkpoint_every", "keep_checkpoints"):
+        for name in ("batch_size", "seq_len", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size % self.grad_accum:
+        if self.batch_size % self.loop.grad_accum:
             raise ValueError(f"train.batch_size ({self.batch_size}) must be a multiple of "
-                             f"train.grad_accum ({self.grad_accum})")
+                             f"train.loop.grad_accum ({self.loop.grad_accum})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,5 +45,5 @@ class ExperimentConfig:
 
 
 # Keys that may change between a run and its resumption (they do not change the trajectory).
-RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.keep_checkpoints", "prompt", "name")
+RESUMABLE_KEYS = ("train.loop.log_every", "train.loop.eval_every", "train.eval_batches",
+                  "train.loop.checkpoint_every", "train.loop.keep_checkpoints", "prompt", "name")

@@ -35,7 +35,7 @@ from jaxlab.samplers import generate, pad_prompts
 from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
 from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
-from jaxlab.train.fit import IteratorSource, LoopConfig, fit
+from jaxlab.train.fit import IteratorSource, fit
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.lm import lm_eval_sums, lm_loss_sums
 from jaxlab.train.step import jit_eval_sums
@@ -87,10 +87,10 @@ def resolve_model(cfg: ExperimentConfig):
 
 def _validate(cfg: ExperimentConfig, mesh, tokenizer) -> None:
     tcfg = cfg.train
-    per_micro = tcfg.batch_size // tcfg.grad_accum
+    per_micro = tcfg.batch_size // tcfg.loop.grad_accum
     divisor = shd.batch_divisor(mesh)
     if per_micro % divisor:
-        raise ValueError(f"micro-batch of {per_micro} rows (train.batch_size / train.grad_accum) "
+        raise ValueError(f"micro-batch of {per_micro} rows (train.batch_size / train.loop.grad_accum) "
                          f"does not split over the {divisor} devices of the data axes")
     if tcfg.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size ({tcfg.batch_size}) must divide over "
@@ -153,12 +153,6 @@ def sample_text(params, cfg: ExperimentConfig, prompt: str, seed: int, mesh, tok
     return prompt + tok.decode(np.asarray(out.tokens[0, :n]), stop_at_eos=True)
 
 
-def fit_config(tcfg) -> LoopConfig:
-    return LoopConfig(steps=tcfg.steps, grad_accum=tcfg.grad_accum, seed=tcfg.seed,
-                     log_every=tcfg.log_every, eval_every=tcfg.eval_every,
-                     checkpoint_every=tcfg.checkpoint_every, keep_checkpoints=tcfg.keep_checkpoints)
-
-
 def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run in ``workdir``; returns the final numbers."""
     workdir = Path(workdir)
@@ -181,7 +175,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
                                        byte_vocab=256 if byte_tokens else 0))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     fitted = fit(
-        workdir, name=cfg.name, loop=fit_config(tcfg), optim=cfg.optim, mesh=mesh,
+        workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh,
         init_params=hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
         param_axes=transformer.param_axes,
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),
@@ -189,12 +183,12 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
         tokens_per_step=tokens_per_step, progress=progress)
     state, last_eval = fitted.state, fitted.last_eval
-    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.seed, mesh, tokenizer)
+    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.loop.seed, mesh, tokenizer)
     results = {
         "name": cfg.name,
-        "steps": tcfg.steps,
+        "steps": tcfg.loop.steps,
         "params": transformer.count_params(state.params),
-        "tokens_seen": tcfg.steps * tokens_per_step,
+        "tokens_seen": tcfg.loop.steps * tokens_per_step,
         "train_loss": fitted.last("train/loss"),
         "val_loss": last_eval["loss"],
         "val_bpb": last_eval.get("bpb"),

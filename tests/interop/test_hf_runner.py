@@ -46,7 +46,7 @@ def test_runner_starts_from_a_hugging_face_folder(tmp_path):
     workdir = tmp_path / "run"
     rc = cli.main(["run", str(cli_quickstart()), "--workdir", str(workdir), "--no-progress", "--set",
                    f"model.hf_path={tmp_path / 'model'}", f"data.path={tmp_path / 'corpus.txt'}",
-                   f"data.data_dir={tmp_path / 'tfds'}", "train.steps=2", "train.batch_size=8",
+                   f"data.data_dir={tmp_path / 'tfds'}", "train.loop.steps=2", "train.batch_size=8",
                    "train.seq_len=32", "train.eval_batches=1", "optim.lr=0.0", "optim.weight_decay=0.0",
                    "optim.warmup_steps=0", "sample.max_new_tokens=4"])
     assert rc == 0

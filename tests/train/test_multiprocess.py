@@ -21,7 +21,6 @@ from jaxlab.data import lm_dataset
 from jaxlab.models import transformer
 from jaxlab.train import sharding as shd
 from jaxlab.train.fit import fit
-from jaxlab.train.loop import fit_config
 from jaxlab.train.metrics import read_jsonl
 from jaxlab.train.lm import lm_loss_sums
 
@@ -30,7 +29,7 @@ QUICKSTART = REPO / "experiments" / "quickstart.py"
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
         "model.head_dim=16", "model.mlp_dim=64", "train.batch_size=8", "train.seq_len=32",
         "train.eval_batches=2", "optim.warmup_steps=2", "sample.max_new_tokens=4",
-        "train.steps=6", "train.log_every=1", "train.checkpoint_every=3", "train.eval_every=3"]
+        "train.loop.steps=6", "train.loop.log_every=1", "train.loop.checkpoint_every=3", "train.loop.eval_every=3"]
 
 
 def _free_port() -> int:
@@ -97,7 +96,7 @@ def test_two_processes_train_like_one_and_resume_together(tmp_path, data_overrid
     # The same global batches in one process (4 devices, like the two processes' 2 + 2).
     cfg = experiment_variants(load_experiment(QUICKSTART), overrides)["quickstart"]
     mesh = shd.make_mesh(config_lib.apply_overrides(cfg.mesh, {"data": 4}), jax.devices()[:4])
-    fitted = fit(tmp_path / "one", name="one", loop=fit_config(cfg.train), optim=cfg.optim, mesh=mesh,
+    fitted = fit(tmp_path / "one", name="one", loop=cfg.train.loop, optim=cfg.optim, mesh=mesh,
                  init_params=lambda key: transformer.init(cfg.model, key),
                  param_axes=transformer.param_axes,
                  loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model),
