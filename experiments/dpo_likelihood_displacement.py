@@ -58,8 +58,15 @@ batches and optimizer: ``sft_loss_sums``, ``dpo_loss_sums``, ``PairSource``,
 ``make_optimizer``) serve every arm and seed of a process, on one device, without
 checkpoints; a seed is the unit of resumption (a seed whose results.json exists is read back).
 
+What it cannot tell. The top quarter is (almost) all near misses and the bottom quarter all
+letter spellings, so the arms also differ in the kind of rejected response; the verdict says
+that CHES finds the pairs that displace, not that CHES beats knowing the kind.
+
     jaxlab run experiments/dpo_likelihood_displacement.py --preset smoke --seeds 2 --publish   # tests
     jaxlab run experiments/dpo_likelihood_displacement.py --preset paper --seeds 5 --publish   # CPU
+
+The paper preset runs on CPU: about 2 minutes of 2 cores per seed (17 minutes wall for 5 seeds on
+a shared machine); published in results/dpo_likelihood_displacement/paper/.
 """
 
 from __future__ import annotations
