@@ -65,8 +65,8 @@ that CHES finds the pairs that displace, not that CHES beats knowing the kind.
     jaxlab run experiments/dpo_likelihood_displacement.py --preset smoke --seeds 2 --publish   # tests
     jaxlab run experiments/dpo_likelihood_displacement.py --preset paper --seeds 5 --publish   # CPU
 
-The paper preset runs on CPU: about 2 minutes of 2 cores per seed (17 minutes wall for 5 seeds on
-a shared machine); published in results/dpo_likelihood_displacement/paper/.
+The paper preset runs on CPU: 17 minutes wall for 5 seeds on a 2-core machine shared with
+other jobs; published in results/dpo_likelihood_displacement/paper/.
 """
 
 from __future__ import annotations
