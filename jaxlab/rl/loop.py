@@ -10,7 +10,9 @@ Per rollout (all on the host, deterministic given the seed and the rollout index
 
     select prompts (a pass-rate curriculum or uniformly)   -> sample G completions each
     reward r = correct + format_coef * well_formed [+ overlong_coef * R_len  ("soft")]
-    dynamic sampling: keep groups with std(r) > 0, sample more prompts (at most
+    dynamic sampling: keep groups whose answers are neither all correct nor all wrong
+        (0 < sum correct < G, DAPO's filter; on correctness, not on std(r), so a format
+        reward cannot keep a group of wrong answers), sample more prompts (at most
         max_sample_rounds rounds); missing groups become fully masked rows (they add nothing)
     advantages per group; overlong "mask": truncated completions leave the loss
     rows: prompt + completion, loss mask, old log-probs, advantages (see jaxlab.rl.rollout)
@@ -48,7 +50,7 @@ from jaxlab.rl.curriculum import PassRateCurriculum
 from jaxlab.rl.rollout import (build_rows, decode_response, default_sample_config, pass_at_k,
                                policy_logprobs, sample_completions, sampled_responses,
                                score_responses)
-from jaxlab.rl.shaping import OVERLONG, informative_groups, soft_overlong_penalty
+from jaxlab.rl.shaping import OVERLONG, informative_groups, mixed_correctness_groups, soft_overlong_penalty
 from jaxlab.train import sharding as shd
 from jaxlab.train.fit import FitResult, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
@@ -243,7 +245,7 @@ class RolloutSource:
         rl, G, P = self.rl, self.rl.group_size, self.rl.prompts_per_step
         t0 = time.perf_counter()
         kept, seen, rounds, extras = [], [], 0, []
-        n_groups = n_informative = 0
+        n_groups = n_informative = n_mixed = 0
         for rnd in range(rl.max_sample_rounds if rl.dynamic_sampling else 1):
             rounds += 1
             rng = np.random.default_rng([rl.loop.seed, rollout, rnd])
@@ -258,11 +260,13 @@ class RolloutSource:
                 if groups is None:
                     continue
             seen.append(groups)
-            informative = informative_groups(groups["rewards"])
+            informative = informative_groups(groups["rewards"])  # std(r) > 0
+            mixed = mixed_correctness_groups(groups["correct"])  # 0 < correct < G
             n_groups += len(informative)
             n_informative += int(informative.sum())
-            for g in range(len(informative)):
-                if informative[g] or not rl.dynamic_sampling:
+            n_mixed += int(mixed.sum())
+            for g in range(len(mixed)):
+                if mixed[g] or not rl.dynamic_sampling:
                     kept.append((groups, g))
             if len(kept) >= P:
                 break
@@ -301,8 +305,10 @@ class RolloutSource:
                 "response_length": float(np.concatenate([s["lengths"] for s in seen]).mean()),
                 "truncated": float(np.concatenate([s["truncated"] for s in seen]).mean()),
                 "groups_zero_std": 1.0 - n_informative / max(n_groups, 1),
-                "groups_filtered": (n_groups - min(n_informative, P)) / max(n_groups, 1)
+                "groups_uniform": 1.0 - n_mixed / max(n_groups, 1),
+                "groups_filtered": (n_groups - min(n_mixed, P)) / max(n_groups, 1)
                 if rl.dynamic_sampling else 0.0,
+                "batch_zero_std": 1.0 - float(informative_groups(rewards_PG).sum()) / P,
             })
         if rl.curriculum:
             metrics["curriculum_active"] = self.curriculum.share_active()

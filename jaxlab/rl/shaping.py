@@ -9,9 +9,15 @@ Overlong (L_max = the generation limit N, L_cache = the buffer):
             added to the reward (times a coefficient), so the penalty grows linearly over
             the last L_cache tokens before the limit.
 
-Dynamic sampling keeps the groups whose rewards differ (std > 0): a group of equal rewards
-has advantage 0 for every sample and only dilutes the batch; the loop samples more prompts
-until the batch holds enough informative groups or a bound on sampling rounds is reached.
+Dynamic sampling (DAPO, eq. 11: 0 < |{o_i : is_equivalent(a, o_i)}| < G) keeps the groups
+whose answers are neither all correct nor all wrong: a group every sample of which solves the
+problem, or none, teaches nothing about the task. The filter is on correctness, not on the
+reward: with a format reward (r = correct + c * well_formed) a group of wrong answers can have
+unequal rewards, and filtering on std(r) > 0 would keep it. The loop samples more prompts until
+the batch holds enough mixed groups or a bound on sampling rounds is reached.
+
+    mixed_correctness_groups(correct_BG)   0 < sum_g correct_bg < G     (the DAPO filter)
+    informative_groups(rewards_BG)         max_g r_bg > min_g r_bg      (std(r) > 0: A != 0)
 """
 
 from __future__ import annotations
@@ -35,3 +41,12 @@ def informative_groups(rewards_BG) -> np.ndarray:
     """Bool [B]: groups whose rewards are not all equal (std > 0)."""
     rewards_BG = np.asarray(rewards_BG)
     return rewards_BG.max(axis=1) > rewards_BG.min(axis=1)
+
+
+def mixed_correctness_groups(correct_BG) -> np.ndarray:
+    """Bool [B]: groups with at least one correct and at least one wrong sample,
+    ``0 < sum_g c_bg < G`` for correctness c in {0, 1} (DAPO's dynamic-sampling filter)."""
+    correct_BG = np.asarray(correct_BG) > 0
+    if correct_BG.ndim != 2:
+        raise ValueError(f"correct_BG must be [groups, samples], got shape {correct_BG.shape}")
+    return correct_BG.any(axis=1) & ~correct_BG.all(axis=1)
