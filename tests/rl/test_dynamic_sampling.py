@@ -3,6 +3,7 @@ a group of wrong answers with unequal format rewards is dropped."""
 
 import jax
 import numpy as np
+import pytest
 
 from jaxlab import tasks as tasks_lib
 from jaxlab.models import transformer
@@ -40,6 +41,7 @@ def _source(dynamic: bool):
     return loop_lib.RolloutSource(examples, model_cfg=CFG, rl=rl), rl
 
 
+@pytest.mark.slow
 def test_all_wrong_groups_with_unequal_format_rewards_are_dropped(monkeypatch):
     monkeypatch.setattr(loop_lib, "score_responses", _stub(lambda t: 0.0))  # every answer wrong
     params = transformer.init(CFG, jax.random.key(0))
