@@ -123,7 +123,7 @@ def _init_layer(key: jax.Array, cfg: Config) -> dict:
         "attn": init_attention(k_attn, cfg.attention, dtype=dtype, out_scale=out_scale),
         "mlp_norm": init_norm(cfg.d_model, cfg.norm_type, dtype),
         "mlp": init_mlp(k_mlp, cfg.d_model, cfg.mlp_dim, dtype=dtype, bias=cfg.mlp_bias,
-                        out_scale=out_scale),
+                        out_scale=out_scale, kind=cfg.mlp_type),
     }
 
 
@@ -168,6 +168,9 @@ PARAM_AXES = {
     "mlp/gate/bias": ("mlp",),
     "mlp/up/kernel": ("embed", "mlp"),
     "mlp/up/bias": ("mlp",),
+    "mlp/periodic/kernel": ("embed", "mlp"),  # mlp_type="fan"
+    "mlp/plain/kernel": ("embed", "mlp"),
+    "mlp/plain/bias": ("mlp",),
     "mlp/down/kernel": ("mlp", "embed"),
     "mlp/down/bias": ("embed",),
 }

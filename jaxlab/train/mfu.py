@@ -39,7 +39,8 @@ PEAK_BF16_FLOPS = {
 def forward_flops_per_token(cfg: transformer.Config, seq_len: int) -> float:
     """Matmul FLOPs of one forward pass, per token, at sequence length ``seq_len``."""
     D, H, K, Dh, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_dim
-    mlp_matrices = 3 if cfg.mlp_type in ("swiglu", "geglu") else 2
+    # gated: gate, up and down [D, F]; fan: periodic [D, F/4], plain [D, F/2], down [F, D]
+    mlp_matrices = {"fan": 1.75}.get(cfg.mlp_type, 3)
     per_layer = 2 * D * Dh * (2 * H + 2 * K) + 2 * D * F * mlp_matrices + 4 * seq_len * H * Dh
     return cfg.n_layers * per_layer + 2 * D * cfg.vocab_size
 

@@ -193,3 +193,36 @@ def test_attention_kind_validation():
         tf.Config(attention_reweight_power=2.0)
     with pytest.raises(ValueError, match="must be >= 1"):
         tf.Config(attention_kind="softplus", attention_reweight_power=0.5)
+
+
+def test_fan_mlp_is_phi_then_down_and_every_param_has_axes_and_a_gradient():
+    """model.mlp_type="fan": the MLP hidden is FAN's [cos(W_p h) || sin(W_p h) || GELU(W_q h + b)]
+    with d_p = F/4, d_q = F/2; every param has logical axes and gets a gradient."""
+    cfg = tf.Config(**{**CFG.__dict__, "mlp_type": "fan"})
+    params = tf.init(cfg, jax.random.key(0))
+    mlp = jax.tree.map(lambda a: a[0], params["layers"]["mlp"])
+    chex.assert_shape((mlp["periodic"]["kernel"], mlp["plain"]["kernel"], mlp["down"]["kernel"]),
+                      [(32, 16), (32, 32), (64, 32)])
+    h = jax.random.normal(jax.random.key(2), (2, 3, 32))
+    from jaxlab.nn.mlp import mlp_hidden
+    p = h @ mlp["periodic"]["kernel"]
+    q = jax.nn.gelu(h @ mlp["plain"]["kernel"] + mlp["plain"]["bias"])
+    np.testing.assert_allclose(mlp_hidden(mlp, h, "fan"), jnp.concatenate([jnp.cos(p), jnp.sin(p), q], -1),
+                               rtol=1e-5, atol=1e-6)
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = "/".join(k.key for k in path)
+        assert len(tf.param_axes(name)) >= 1, name
+    tokens = _tokens(2, 7)
+    grads = jax.grad(lambda p: jnp.mean(jax.nn.logsumexp(tf.apply(p, tokens, cfg), -1)))(params)
+    chex.assert_tree_all_finite(grads)
+    assert float(jnp.abs(grads["layers"]["mlp"]["periodic"]["kernel"]).sum()) > 0
+    _, captured = tf.apply(params, tokens, cfg, capture=("mlp_hidden",))
+    chex.assert_shape(captured["mlp_hidden"], (cfg.n_layers, 2, 7, cfg.mlp_dim))
+
+
+def test_fan_mlp_models_are_refused_by_the_llama_exports(tmp_path):
+    from jaxlab.interop import hf
+
+    cfg = tf.Config(**{**CFG.__dict__, "mlp_type": "fan"})
+    with pytest.raises(hf.HFCheckpointError, match="mlp_type='fan'"):
+        hf.save(tmp_path / "m", cfg, tf.init(cfg, jax.random.key(0)))

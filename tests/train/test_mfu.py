@@ -13,6 +13,12 @@ def test_flops_per_token_by_hand():
     assert mfu.train_flops_per_token(cfg, 10) == 3 * 4544
     # 1000 tokens/s on a 13,632,000 FLOP/s device is 100% utilisation.
     assert mfu.mfu(1000.0, cfg, 10, 3 * 4544 * 1000.0) == pytest.approx(1.0)
+    # every gated MLP has three [D, F] matrices; FAN has periodic [8, 4], plain [8, 8] and
+    # down [16, 8]: 2 * 224 = 448 per layer
+    exact = transformer.Config(**{**cfg.__dict__, "mlp_type": "geglu_exact"})
+    assert mfu.forward_flops_per_token(exact, 10) == 2944 + 1600
+    fan = transformer.Config(**{**cfg.__dict__, "mlp_type": "fan"})
+    assert mfu.forward_flops_per_token(fan, 10) == 2 * (384 + 448 + 320) + 1600
 
 
 def test_peak_lookup_prefers_the_most_specific_name():
