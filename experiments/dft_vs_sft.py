@@ -17,7 +17,8 @@ Task: ``instructed_arithmetic`` (:mod:`jaxlab.tasks.instructed`), additions of 1
 operands asked in words ("What is 12+34? Answer with the number only."), answered through the
 model's chat template; the verifier takes the last integer of the answer line, so
 SmolLM2-135M-Instruct's "12 + 34 = 46" counts and it partly solves the task before any
-training (about a quarter of 16 two-digit sums in a probe before the claim was fixed).
+training (3 of 16 sums of numbers below 100 in a probe before the claim was fixed; 10 of 24
+test problems, well above their floor of 2, in a 2-step pipeline check of the paper preset).
 The train split (the reference answer is the bare number) and the test split are disjoint
 (commuted sums are one problem); OOD (3-digit operands) is reported, not claimed.
 
@@ -41,10 +42,10 @@ scratch; its OOD was 0 against 0.)
 Presets. ``smoke`` (the tests; about half a minute on 2 CPU cores): a tiny random byte-level
 model, a few steps; its start is at the floor, so its verdict is inconclusive by the
 precondition. ``paper``: SmolLM2-135M-Instruct, 3 seeds, 2000 train and 500 test (and 500 OOD)
-problems, 100 steps of 16 packed rows of 128 tokens. It needs a GPU (on 2 CPU cores one step
-takes about 15 s: 2 x 3 x 100 steps and 3 x 3 x 5 evaluations of 1000 problems would take most
-of a day). On one H200, an estimate from the step and generation counts (not yet measured):
-about 15 minutes:
+problems, 100 steps of 16 packed rows of 128 tokens. It needs a GPU (on 2 shared CPU cores one
+SmolLM2 step took 15-60 s: 2 x 3 x 100 steps and 2 x 3 x 5 evaluations of 1000 problems would
+take most of a day). On one H200, an estimate from the step and generation counts (not yet
+measured): about 15 minutes:
 
     jaxlab run experiments/dft_vs_sft.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/dft_vs_sft.py --workdir OUT/dft_vs_sft --preset paper --seeds 3 --publish

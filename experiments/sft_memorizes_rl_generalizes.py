@@ -42,10 +42,12 @@ and RL's samples. (Version 1 compared a byte model's accuracy on longer inputs, 
 Presets. ``smoke`` (the tests; about a minute on 2 CPU cores): a tiny random byte-level model,
 a few steps; it does not learn the task, so its verdict is inconclusive by precondition (1).
 ``paper``: SmolLM2-135M-Instruct, 3 seeds, 1000 train / 500 test / 500 OOD problems, 30 warm
-steps, 100 RL steps of 16 prompts x 8 samples against the compute-matched SFT steps (about 400
-at 16 x 128 tokens), 4 points. It needs a GPU (on 2 CPU cores one SFT step takes about 15 s
-and one RL step longer). On one H200, an estimate from the step and generation counts (not
-yet measured): about 30 minutes:
+steps, 100 RL steps of 16 prompts x 8 samples (rows of 88 columns under SmolLM2's chat
+template) against the compute-matched 732 SFT steps of 16 x 128 tokens
+(100 * 8 * 128 * 88 / (6 * 16 * 128) = 733, rounded to a multiple of the 4 points). It needs a
+GPU (on 2 CPU cores, shared, one SmolLM2 SFT step took 15-60 s and one RL step over a minute in
+a pipeline check). On one H200, an estimate from the step and generation counts (not yet
+measured): about 30 to 45 minutes:
 
     jaxlab run experiments/sft_memorizes_rl_generalizes.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/sft_memorizes_rl_generalizes.py --workdir OUT/sft_memorizes_rl_generalizes \\

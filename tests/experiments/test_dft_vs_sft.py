@@ -64,3 +64,15 @@ def test_verdict_three_ways(experiment):
     floor = experiment.claim_verdict({"v": [_run([0] * 200, zeros, ones) for _ in start]})
     assert floor.outcome == "inconclusive" and "partly solves" in floor.reason
     assert "McNemar" in held.test and "3 seeds x 200 test problems" in held.test
+
+
+def test_paper_preset_is_the_fair_setting_and_listed_for_the_gpu(experiment):
+    from jaxlab import claims
+    from jaxlab.config import apply_overrides
+
+    cfg = apply_overrides(experiment.get_config(), claims.preset_overrides(experiment, "paper"))
+    assert cfg.model == "smollm2-135m-instruct" and cfg.n_test >= 500 and cfg.n_ood >= 500
+    assert cfg.steps % cfg.eval_every == 0
+    script = (EXPERIMENT.parents[1] / "scripts" / "gpu_claims.sh").read_text()
+    assert ('jaxlab run experiments/dft_vs_sft.py --workdir "$OUT/dft_vs_sft" --preset paper --seeds 3 '
+            '--publish') in script

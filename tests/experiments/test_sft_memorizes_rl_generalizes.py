@@ -83,3 +83,15 @@ def test_verdict_three_ways(experiment):
     # every model at 0 out of distribution: 0 against 0 is no evidence
     floor = verdict([zeros] * 3, [zeros] * 3)
     assert floor.outcome == "inconclusive" and "off its floor" in floor.reason
+
+
+def test_paper_preset_is_the_fair_setting_and_listed_for_the_gpu(experiment):
+    from jaxlab import claims
+    from jaxlab.config import apply_overrides
+
+    cfg = apply_overrides(experiment.get_config(), claims.preset_overrides(experiment, "paper"))
+    assert cfg.model == "smollm2-135m-instruct" and cfg.n_test >= 500 and cfg.n_ood >= 500
+    assert cfg.rl.loop.steps % cfg.n_points == 0 and cfg.rl.advantage == "grpo" and cfg.rl.kl_coef == 0
+    script = (EXPERIMENT.parents[1] / "scripts" / "gpu_claims.sh").read_text()
+    assert ('jaxlab run experiments/sft_memorizes_rl_generalizes.py --workdir "$OUT/sft_memorizes_rl_generalizes" '
+            '--preset paper --seeds 3 --publish') in script
