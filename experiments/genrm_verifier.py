@@ -34,10 +34,11 @@ Protocol (one seed; the seed draws the problems, the data order and the samples)
      pass@16 (any sample right: the bound of every selector) and pass@1 (mean sample accuracy).
 
 Claim (version 2: code, threshold and precondition fixed before the published smoke run and
-before any paper run; version 1 was the single-run comparison of point accuracies). GenRM best-of-16 is more accurate than the stronger
-of its two competitors. Effect = acc(GenRM best-of-16) - acc(competitor), where the competitor
-is whichever of classifier best-of-16 and majority@16 has the higher accuracy over all seeds
-and test problems; the interval is the nested paired bootstrap over seeds and test problems
+before any paper run; version 1 was the single-run comparison of point accuracies). GenRM
+best-of-16 is more accurate than the stronger of its two competitors. Effect =
+acc(GenRM best-of-16) - acc(competitor), where the competitor is whichever of classifier
+best-of-16 and majority@16 has the higher accuracy over all seeds and test problems; the
+interval is the nested paired bootstrap over seeds and test problems
 (``jaxlab.stats.paired_bootstrap_interval``); threshold 0, held when the 95% interval lies
 above 0, not held when it lies at or below 0, otherwise inconclusive. Precondition "room to
 rerank": the mean over (seed, problem) of pass@16 - maj@16 exceeds twice its standard error
@@ -414,7 +415,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     # 3. GenRM
     verify_records = [verification_record(e.prompt, s, bool(c)) for e, s, c in train_items]
     correct_records = [{"prompt": e.prompt, "response": s} for e, s, c in train_items if c]
-    loop = LoopConfig(steps=cfg.verifier_steps, seed=cfg.seed, log_every=1,
+    loop = LoopConfig(steps=cfg.verifier_steps, seed=cfg.seed, log_every=max(1, cfg.verifier_steps // 50),
                       eval_every=cfg.verifier_steps, checkpoint_every=cfg.verifier_steps)
 
     def genrm_normalize(sums):
@@ -546,7 +547,8 @@ def claim_verdict(runs: dict):
         test=(f"GenRM best-of-{per_seed[0]['n_best_of']} minus {competitor} (the stronger competitor), "
               f"nested paired bootstrap over {r['seeds']} seeds x {r['problems']} test problems"),
         preconditions=[("room to rerank", room,
-                        f"pass@N - maj@N = {mean:.4f}, 2 SE = {2 * se:.4f} over {a['oracle'].size} (seed, problem) pairs")])
+                        f"pass@N - maj@N = {mean:.4f}, 2 SE = {2 * se:.4f} over {a['oracle'].size} "
+                        "(seed, problem) pairs")])
 
 
 def summarize(results: dict, workdir: Path) -> str:

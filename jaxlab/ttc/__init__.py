@@ -10,5 +10,5 @@ from jaxlab.ttc.best_of_n import best_of_k_curve, best_of_n
 from jaxlab.ttc.deepconf import early_stop_step, group_confidence, stop_threshold, token_confidence, trace_confidence
 from jaxlab.ttc.voting import filter_confident, filtered_vote, weighted_vote
 
-__all__ = ["best_of_k_curve", "best_of_n", "early_stop_step", "filter_confident", "filtered_vote", "group_confidence", "stop_threshold",
-           "token_confidence", "trace_confidence", "weighted_vote"]
+__all__ = ["best_of_k_curve", "best_of_n", "early_stop_step", "filter_confident", "filtered_vote",
+           "group_confidence", "stop_threshold", "token_confidence", "trace_confidence", "weighted_vote"]
