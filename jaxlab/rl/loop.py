@@ -13,7 +13,10 @@ Per rollout (all on the host, deterministic given the seed and the rollout index
     dynamic sampling: keep groups whose answers are neither all correct nor all wrong
         (0 < sum correct < G, DAPO's filter; on correctness, not on std(r), so a format
         reward cannot keep a group of wrong answers), sample more prompts (at most
-        max_sample_rounds rounds); missing groups become fully masked rows (they add nothing)
+        max_sample_rounds rounds); missing groups become fully masked rows (they add nothing).
+        Logged: groups_zero_std (sampled groups with equal rewards), groups_uniform (sampled
+        groups all correct or all wrong), groups_filtered, batch_zero_std (the batch's groups
+        with equal rewards, filler included: advantage 0)
     advantages per group; overlong "mask": truncated completions leave the loss
     rows: prompt + completion, loss mask, old log-probs, advantages (see jaxlab.rl.rollout)
 

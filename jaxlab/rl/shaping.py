@@ -9,7 +9,7 @@ Overlong (L_max = the generation limit N, L_cache = the buffer):
             added to the reward (times a coefficient), so the penalty grows linearly over
             the last L_cache tokens before the limit.
 
-Dynamic sampling (DAPO, eq. 11: 0 < |{o_i : is_equivalent(a, o_i)}| < G) keeps the groups
+Dynamic sampling (DAPO's constraint 0 < |{o_i : is_equivalent(a, o_i)}| < G) keeps the groups
 whose answers are neither all correct nor all wrong: a group every sample of which solves the
 problem, or none, teaches nothing about the task. The filter is on correctness, not on the
 reward: with a format reward (r = correct + c * well_formed) a group of wrong answers can have
