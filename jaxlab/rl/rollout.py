@@ -45,11 +45,31 @@ def decode_response(tokens_N: np.ndarray, mask_N: np.ndarray, tokenizer: Tokeniz
 
 
 def sample_completions(params: dict, model_cfg: transformer.Config, prompts: Sequence[np.ndarray],
-                       key: jax.Array, sample_cfg: SampleConfig) -> dict[str, np.ndarray]:
+                       key: jax.Array, sample_cfg: SampleConfig, *,
+                       batch_size: int | None = None) -> dict[str, np.ndarray]:
     """Samples one completion per prompt (repeat a prompt G times for a group). Returns host
     arrays: ``tokens``, ``logprobs`` (as sampled), ``model_logprobs``, ``mask`` [B, N] and
-    ``lengths``, ``truncated`` [B] (the row hit N tokens without a stop token)."""
-    tokens_BT, mask_BT = pad_prompts(list(prompts), sample_cfg.pad_id)
+    ``lengths``, ``truncated`` [B] (the row hit N tokens without a stop token).
+
+    ``batch_size``: sample chunk c (rows c * batch_size ...) with ``fold_in(key, c)``, every
+    chunk padded to ``batch_size`` rows (copies of its first prompt, dropped from the output),
+    so any number of prompts runs one compiled program per prompt-length bucket. None: one
+    call on all prompts with ``key``."""
+    prompts = list(prompts)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not prompts:
+            raise ValueError("sample_completions needs at least one prompt, got none")
+        chunks = []
+        for c, start in enumerate(range(0, len(prompts), batch_size)):
+            part = prompts[start:start + batch_size]
+            n = len(part)
+            out = sample_completions(params, model_cfg, part + [part[0]] * (batch_size - n),
+                                     jax.random.fold_in(key, c), sample_cfg)
+            chunks.append({k: v[:n] for k, v in out.items()})
+        return {k: np.concatenate([ch[k] for ch in chunks]) for k in chunks[0]}
+    tokens_BT, mask_BT = pad_prompts(prompts, sample_cfg.pad_id)
     out = jax.device_get(generate(params, model_cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
                                   key, sample_cfg))
     mask_BN = np.asarray(out.mask)
