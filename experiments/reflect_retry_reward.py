@@ -44,14 +44,20 @@ Presets:
 
     smoke  a tiny random model (2 layers, d 64) over SmolLM2's tokenizer and ChatML template:
            the whole pipeline in a few minutes on 2 CPU cores; it never solves Countdown, so
-           precondition 3 fails and the verdict is inconclusive.
+           precondition 3 fails and the verdict is inconclusive. (SmolLM2 cut to its first
+           layers, as in tests/train/test_smollm2_trainers.py, cannot solve Countdown either,
+           and its 28M-parameter embedding makes every update and checkpoint slower; the
+           tokenizer and template, which the smoke run checks, are the real ones here.)
            jaxlab run experiments/reflect_retry_reward.py --preset smoke --seeds 2 --publish
     paper  SmolLM2-135M-Instruct, all 30 layers; 2,000 + 1,200 pool problems, 4 mining samples,
-           500 held-out mined failures per seed, 200 GRPO steps of 16 failed prompts x 8
-           reflections, 3 seeds. Needs a GPU (on 2 CPU cores one greedy batch of 32 answers
-           takes ~30 s, a step ~2 min): expected about 1 hour on one H200 (an estimate from
-           the step's work, not measured):
+           500 held-out mined failures per seed, 200 GRPO steps (lr 3e-6, fixed before any run)
+           of 16 failed prompts x 8 reflections (up to 64 tokens), 3 seeds. Needs a GPU: on the
+           2 shared CPU cores 48 greedy answers took 75 s and one RL step would take over 10
+           minutes. Expected about 45 minutes on one H200 (estimated from the work per seed:
+           12,800 mining attempts, 2 x 500 greedy evaluations, 200 steps of 16 attempts + 128
+           reflections + 128 retries and one update on 128 rows of 240 tokens; not measured):
            jaxlab run experiments/reflect_retry_reward.py --preset paper --seeds 3 --publish
+           (also a line of scripts/gpu_claims.sh). Not yet run at the paper preset.
 """
 
 from __future__ import annotations
@@ -413,8 +419,8 @@ def _plot(runs: dict, path: Path) -> None:
     for s, r in enumerate(per_seed):
         curve = r["retry_success_curve"]
         if curve:
-            b.plot(range(1, len(curve) + 1), curve, color=f"C{s}", alpha=0.8, label=f"seed {s}")
-    b.set_xlabel("logged step")
+            b.plot(range(1, len(curve) + 1), curve, color=f"C{s}", alpha=0.8, marker=".", label=f"seed {s}")
+    b.set_xlabel("RL step")
     b.set_ylabel("sampled retry success (training)")
     b.legend(fontsize=8)
     fig.tight_layout()
