@@ -120,3 +120,14 @@ def test_smoke_preset(experiment, tmp_path):
         assert v["outcome"] == "inconclusive" and "room to rerank" in v["reason"]
     report = (tmp_path / "report.md").read_text()
     assert f"**Verdict: {v['outcome']}.**" in report and (tmp_path / "best_of_k.png").exists()
+
+
+def test_paper_preset_is_the_fair_setting_and_listed_for_the_gpu(experiment):
+    from jaxlab.cli import experiment_variants
+
+    (cfg,) = experiment_variants(experiment, [], "paper").values()
+    assert cfg.model == "smollm2-135m-instruct" and cfg.n_test >= 500 and cfg.n_best_of == 16
+    assert cfg.n_verify_problems * cfg.n_train_samples >= 16_000
+    script = (EXPERIMENT.parents[1] / "scripts" / "gpu_claims.sh").read_text()
+    line = next(x for x in script.splitlines() if "experiments/genrm_verifier.py" in x)
+    assert "--preset paper" in line and "--seeds 3" in line and "--publish" in line
