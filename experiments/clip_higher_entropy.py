@@ -78,7 +78,7 @@ PRESETS = {
     "smoke": {"task.n_train": 256, "task.n_test": 64, "n_probe": 64, "model_dim": 32, "model_layers": 1,
               "sft.loop.steps": 300, "rl.prompts_per_step": 8, "rl.group_size": 4, "rl.loop.steps": 48,
               "rl.loop.eval_every": 16, "rl.loop.checkpoint_every": 48},
-    # the fair setting: 512 probe prompts, 3+ seeds (about 10 minutes a seed on 2 busy CPU cores)
+    # the fair setting: 512 probe prompts, 3+ seeds (3 seeds took 15 minutes on 2 busy CPU cores)
     "paper": {"task.n_test": 512, "n_probe": 512},
 }
 

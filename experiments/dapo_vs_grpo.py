@@ -65,7 +65,7 @@ PRESETS = {
     "smoke": {"task.n_train": 256, "task.n_test": 64, "model_dim": 32, "model_layers": 1,
               "sft.loop.steps": 300, "grpo.prompts_per_step": 8, "grpo.group_size": 4, "grpo.loop.steps": 48,
               "dapo.prompts_per_step": 8, "dapo.group_size": 4, "dapo.loop.steps": 48},
-    # the fair setting: 512 test problems, 3+ seeds (about 10 minutes a seed on 2 busy CPU cores)
+    # the fair setting: 512 test problems, 3+ seeds (3 seeds took 12 minutes on 2 busy CPU cores)
     "paper": {"task.n_test": 512},
 }
 
