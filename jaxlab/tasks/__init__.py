@@ -16,6 +16,8 @@ Tasks (``TASKS``; name: prompt -> reference answer; difficulty knob):
     most_frequent  "mode bacaad:" -> "a"                   list length
     last_letters   "last vobu ke tamin:" -> "uen"          words
     word_sort      "sort vobu ke tamin:" -> "ke tamin vobu"  words
+    instructed_arithmetic  "What is 12+34? Answer with the number only." -> "46"  (chat models)
+    card_sum       "Cards: 7, K, 3. J, Q and K count as 10. ..." -> "20"  cards (OOD: other rule)
     doc_extract    document text -> one-line JSON record    fields, distractors, noise
     table_*        table questions (lookup, reverse_lookup, row, column, size, partition, merged); see
                    :mod:`jaxlab.tasks.documents`
@@ -38,11 +40,12 @@ from jaxlab.tasks.countdown import Countdown
 from jaxlab.tasks.counting import Count, MostFrequent
 from jaxlab.tasks.documents import DOCUMENT_TASKS
 from jaxlab.tasks.hanoi import Hanoi
+from jaxlab.tasks.instructed import CardSum, InstructedArithmetic
 from jaxlab.tasks.words import LastLetters, WordSort
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Arithmetic(), Countdown(), Hanoi(), Count(), MostFrequent(), LastLetters(), WordSort(),
-    *DOCUMENT_TASKS)}
+    InstructedArithmetic(), CardSum(), *DOCUMENT_TASKS)}
 
 
 def get(name: str, **overrides) -> Task:

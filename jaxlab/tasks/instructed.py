@@ -17,8 +17,8 @@ in distribution and ``11, 12, 13`` out of it (``ood_face_values``). Every hand h
 one face card, so the rule always changes the answer; the OOD split is the test split's hands
 under the other rule (same hands, other rule: the rule is the only change).
 
-Both tasks register themselves in :data:`jaxlab.tasks.TASKS` on import (the RL scorer looks a
-task up by the name in its meta).
+Both tasks are in :data:`jaxlab.tasks.TASKS` (the RL scorer looks a task up by the name in
+its meta).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import re
 
 import numpy as np
 
-from jaxlab import tasks as tasks_lib
 from jaxlab.tasks.arithmetic import Arithmetic, apply_op
 from jaxlab.tasks.base import Example, Task, TaskError
 
@@ -170,7 +169,3 @@ class CardSum(Task):
     def check(self, meta, parsed):
         face_values = tuple(int(v) for v in meta["face_values"])
         return parsed == sum(card_value(str(r), face_values) for r in meta["hand"])
-
-
-for _task in (InstructedArithmetic(), CardSum()):
-    tasks_lib.TASKS.setdefault(_task.name, _task)
