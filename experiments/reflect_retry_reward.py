@@ -308,8 +308,9 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     result = train(workdir / "rl", params, mcfg, tok, train_set, cfg, progress)
     after = _cached(workdir / "after.json",
                     lambda: evaluate(jax.device_get(result.state.params), mcfg, tok, test_set, cfg))
+    # steps whose rollout held reflection groups (a step of ppo_epochs > 1 repeats its rollout's metrics)
     rollouts = [r for r in result.records if "train/groups_zero_std" in r]
-    signal = sum(r["train/groups_zero_std"] < 1.0 for r in rollouts[::cfg.rl.ppo_epochs])
+    signal = sum(r["train/groups_zero_std"] < 1.0 for r in rollouts)
     retry_curve = [r["train/retry_success"] for r in result.records if "train/retry_success" in r]
     out = {"min_mined_test": cfg.min_mined_test, "n_mined_train": len(train_set), "n_mined_test": len(test_set),
            "mined_train_share": len(m["train"]["failures"]) / len(pools["train"]),
@@ -317,7 +318,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
            "pool_test_correct": m["test"]["correct"], "mined_test": m["test"]["failures"][:cfg.n_test],
            "first_before": float(np.mean(before["first"])), "first_after": float(np.mean(after["first"])),
            "second_before": float(np.mean(before["second"])), "second_after": float(np.mean(after["second"])),
-           "before": before, "after": after, "rollouts": len(rollouts[::cfg.rl.ppo_epochs]),
+           "before": before, "after": after, "rollouts": len(rollouts),
            "rollouts_with_signal": int(signal), "retry_success_curve": retry_curve}
     out["first_gain"] = out["first_after"] - out["first_before"]
     out["second_gain"] = out["second_after"] - out["second_before"]
@@ -330,7 +331,7 @@ def _seed_report(r: dict) -> str:
              f"| before RL | {r['first_before']:.3f} | {r['second_before']:.3f} |",
              f"| after RL | {r['first_after']:.3f} | {r['second_after']:.3f} |", "",
              f"{r['n_mined_test']} held-out mined failures; {r['rollouts_with_signal']} of {r['rollouts']} "
-             "rollouts had a group with a solved and an unsolved retry.", ""]
+             "RL steps had a rollout group with a solved and an unsolved retry.", ""]
     for when in ("before", "after"):
         lines.append(f"Greedy conversations {when} RL (first failures):\n")
         for s in r[when]["shown"]:
@@ -361,7 +362,7 @@ def _preconditions(runs: dict, min_mined_test: int) -> list:
              f"fewest per seed {fewest}, needed {min_mined_test}"),
             ("room to rise", float(before.mean()) < 1.0, f"base second-try success {before.mean():.3f}"),
             ("retries can succeed", min(signal) > 0,
-             f"rollouts with a solved and an unsolved retry in a group, per seed: {signal}")]
+             f"RL steps whose rollout had a group with a solved and an unsolved retry, per seed: {signal}")]
 
 
 def verdict_of(runs: dict, metric: str, min_mined_test: int) -> stats.Verdict:
