@@ -13,7 +13,7 @@ import pytest
 from jaxlab import cli
 
 EXPERIMENT = str(Path(__file__).resolve().parents[2] / "experiments" / "clip_higher_entropy.py")
-TINY = ["task.n_train=64", "task.n_test=8", "n_probe=8", "probe_samples=2", "sft.batch_size=8",
+TINY = ["task.n_train=64", "task.n_test=8", "n_probe=4", "probe_samples=2", "sft.batch_size=8",
         "sft.loop.steps=4", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=6", "rl.pass_k=2",
         "rl.loop.steps=4", "rl.loop.eval_every=4", "rl.loop.checkpoint_every=4"]
 
@@ -30,7 +30,7 @@ def test_tiny_run_pairs_the_arms_and_decides_from_the_probes(tmp_path):
     assert run["symmetric_step1_loss"] == pytest.approx(run["clip_higher_step1_loss"], abs=1e-6)
     for arm in ("symmetric", "clip_higher"):
         assert run[f"{arm}_clip_low_per_step"][0] == run[f"{arm}_clip_high_per_step"][0] == 0.0
-        assert len(run[f"{arm}_entropy_end_per_probe"]) == 8
+        assert len(run[f"{arm}_entropy_end_per_probe"]) == 4
         assert all(0 < h < math.log(264) for h in run[f"{arm}_entropy_end_per_probe"])
         assert run[f"{arm}_curve_step"] == [0, 4]
         assert run[f"{arm}_curve_entropy"][0] == run["entropy_start"]
