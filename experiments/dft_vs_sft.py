@@ -61,8 +61,7 @@ import numpy as np
 
 from jaxlab import stats
 from jaxlab.evals.floor import clear_of_floor, constant_guess_floor
-from jaxlab.evals.generation import complete, encode_task_prompt, prompts_as_chat
-from jaxlab.samplers import SampleConfig
+from jaxlab.evals.generation import greedy_correct
 from jaxlab.tasks.instructed import InstructedArithmetic
 from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
@@ -123,19 +122,6 @@ def load(name: str, seed: int):
         return cfg, transformer.init(cfg, jax.random.key(seed)), BYTES
     from jaxlab.interop.models import load_model
     return load_model(name)
-
-
-def greedy_correct(model_cfg, params, tok, task, examples, *, max_new_tokens: int,
-                   batch_size: int) -> np.ndarray:
-    """1/0 per example: the greedy completion of its prompt (through the chat template when
-    the tokenizer has one) verified by ``task``. int8 [P]."""
-    chat = prompts_as_chat(tok)
-    prompts = [encode_task_prompt(tok, e.prompt, chat=chat) for e in examples]
-    texts, _ = complete(model_cfg, params, tok, prompts, key=jax.random.key(0), batch_size=batch_size,
-                        progress=False, sample_cfg=SampleConfig(
-                            max_new_tokens=max_new_tokens, temperature=0.0,
-                            stop_tokens=tuple(tok.eos_ids), pad_id=tok.pad_id))
-    return np.array([task.verify(e, t) for e, t in zip(examples, texts, strict=True)], np.int8)
 
 
 def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:

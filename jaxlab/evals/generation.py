@@ -82,3 +82,16 @@ def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cf
             texts.append(tokenizer.decode(ids[:-1] if stopped else ids))
             truncated.append(not stopped and ids.size >= sample_cfg.max_new_tokens)
     return texts, np.asarray(truncated, bool)
+
+
+def greedy_correct(model_cfg, params, tok, task, examples, *, max_new_tokens: int,
+                   batch_size: int) -> np.ndarray:
+    """1/0 per example: the greedy completion of its prompt (through the chat template when
+    the tokenizer has one) verified by ``task``. int8 [P]."""
+    chat = prompts_as_chat(tok)
+    prompts = [encode_task_prompt(tok, e.prompt, chat=chat) for e in examples]
+    texts, _ = complete(model_cfg, params, tok, prompts, key=jax.random.key(0), batch_size=batch_size,
+                        progress=False, sample_cfg=SampleConfig(
+                            max_new_tokens=max_new_tokens, temperature=0.0,
+                            stop_tokens=tuple(tok.eos_ids), pad_id=tok.pad_id))
+    return np.array([task.verify(e, t) for e, t in zip(examples, texts, strict=True)], np.int8)

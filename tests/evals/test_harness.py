@@ -131,3 +131,20 @@ def test_bad_arguments(tiny_model):
     small = dataclasses.replace(cfg, vocab_size=200)
     with pytest.raises(ValueError, match="259 ids but the model's vocabulary only 200"):
         evaluate_task(small, params, BYTES, "arithmetic", n=2, key=jax.random.PRNGKey(0))
+
+
+def test_greedy_correct_verifies_each_greedy_completion(tiny_model):
+    from jaxlab.evals.generation import greedy_correct
+
+    cfg, params = tiny_model
+    task = tasks.get("arithmetic")
+    examples = task.splits(0, 0, 3, 0)["test"]
+    correct = greedy_correct(cfg, params, BYTES, task, examples, max_new_tokens=4, batch_size=2)
+    prompts = [encode_task_prompt(BYTES, e.prompt, chat=False) for e in examples]
+    texts, _ = complete(cfg, params, BYTES, prompts, key=jax.random.key(0), batch_size=2, progress=False,
+                        sample_cfg=SampleConfig(max_new_tokens=4, temperature=0.0, stop_tokens=BYTES.eos_ids,
+                                                pad_id=BYTES.pad_id))
+    assert correct.dtype == np.int8 and correct.shape == (3,)
+    assert correct.tolist() == [int(task.verify(e, t)) for e, t in zip(examples, texts)]
+    # an answer the verifier accepts scores 1: the check is not constant
+    assert task.verify(examples[0], examples[0].answer) == 1.0
