@@ -82,7 +82,7 @@ import numpy as np
 import optax
 
 from jaxlab import stats, tasks
-from jaxlab.analysis.ches_subsets import ARMS, quantile_subsets, two_sample_nested_bootstrap
+from jaxlab.analysis.ches_subsets import ARMS, quantile_subsets
 from jaxlab.analysis.displacement import model_pair_ches
 from jaxlab.data.chat import BATCH_KEYS, preference_batch
 from jaxlab.models import transformer
@@ -333,7 +333,7 @@ def _plot_seed(ches, kinds, arms, curves, path: Path) -> None:
 
 def arm_interval(per_seed: list[dict], a: str, b: str, key: str = "pair_displacement") -> dict:
     """Mean displacement of arm ``a`` minus arm ``b`` over seeds with its nested interval."""
-    return two_sample_nested_bootstrap([r[f"{key}_{a}"] for r in per_seed], [r[f"{key}_{b}"] for r in per_seed])
+    return stats.two_sample_nested_bootstrap([r[f"{key}_{a}"] for r in per_seed], [r[f"{key}_{b}"] for r in per_seed])
 
 
 def claim_verdict(runs: dict) -> stats.Verdict:
