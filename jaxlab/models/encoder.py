@@ -43,6 +43,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from jaxlab.models import transformer
 from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention, rope_for
 from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import dense, init_dense
@@ -281,6 +282,38 @@ def apply(params: dict, tokens_BT: jax.Array, cfg: EncoderConfig, *, segment_ids
     """MLM logits [B, T, V] (float32) of a batch of token rows (see :func:`encode`)."""
     h_BTD = encode(params, tokens_BT, cfg, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT)
     return mlm_logits(params, h_BTD, cfg)
+
+
+# Logical axes (``jaxlab.train.sharding``) of the encoder's own params; the layer params are the
+# decoder's (``transformer.PARAM_AXES``) under a leading ``layers`` axis.
+_HEAD_AXES = {
+    "dense/kernel": ("embed", None),
+    "dense/bias": (None,),
+    "norm/scale": ("norm",),
+    "norm/bias": ("norm",),
+    "out/kernel": ("embed", None),
+    "out/bias": (None,),
+}
+PARAM_AXES = {
+    "embed/embedding": ("vocab", "embed"),
+    "embed_norm/scale": ("norm",),
+    "embed_norm/bias": ("norm",),
+    "final_norm/scale": ("norm",),
+    "final_norm/bias": ("norm",),
+    "mlm/bias": ("vocab",),
+    **{f"mlm/{k}": v for k, v in _HEAD_AXES.items()},
+    **{f"classifier/{k}": v for k, v in _HEAD_AXES.items()},
+}
+
+
+def param_axes(path: str) -> tuple[str, ...]:
+    """Logical axis names of the encoder param at ``path`` (e.g. ``layers/attn/q/kernel``,
+    ``classifier/out/kernel``), for ``jaxlab.train.fit`` and the sharding rules."""
+    if path.startswith("layers/"):
+        return ("layers",) + transformer.PARAM_AXES[path[len("layers/"):]]
+    if path not in PARAM_AXES:
+        raise KeyError(f"no logical axes known for encoder param {path!r}")
+    return PARAM_AXES[path]
 
 
 def count_params(params: dict) -> int:

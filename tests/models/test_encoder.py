@@ -90,3 +90,14 @@ def test_heads_pooling_and_layer0_has_no_attention_norm(params):
         return encode(params | {"layers": layers}, tokens, CFG, segment_ids_BT=seg)
     np.testing.assert_array_equal(with_attn_norm_scale(0, 3.0), encode(params, tokens, CFG, segment_ids_BT=seg))
     assert np.abs(np.asarray(with_attn_norm_scale(1, 3.0) - h)).max() > 1e-3
+
+
+def test_param_axes_cover_every_param_with_matching_rank():
+    cfg = encoder.EncoderConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, head_dim=16, mlp_dim=64)
+    params = encoder.init(cfg, jax.random.key(0))
+    params["classifier"] = encoder.init_classifier(cfg, jax.random.key(1), 5)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        assert len(encoder.param_axes(name)) == leaf.ndim, name
+    with pytest.raises(KeyError, match="no logical axes"):
+        encoder.param_axes("mlm/unknown")
