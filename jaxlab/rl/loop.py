@@ -9,20 +9,29 @@ clip range (and clip-higher, eps_high > eps_low) acts.
 Per rollout (all on the host, deterministic given the seed and the rollout index):
 
     select prompts (a pass-rate curriculum or uniformly)   -> sample G completions each
-    reward r = correct + format_coef * well_formed [+ overlong_coef * R_len  ("soft")]
-    dynamic sampling: keep groups whose answers are neither all correct nor all wrong
-        (0 < sum correct < G, DAPO's filter; on correctness, not on std(r), so a format
-        reward cannot keep a group of wrong answers), sample more prompts (at most
+    reward r = s + format_coef * well_formed [+ overlong_coef * R_len  ("soft")]
+        s = correct (1/0, the task's exact verifier)                    reward "exact"
+          = task.reward(example, response) in [0, 1], partial credit    reward "partial"
+            (doc_extract: field F1; a task without partial credit: its 1/0 verify)
+    dynamic sampling: keep groups whose task score s varies, sample more prompts (at most
         max_sample_rounds rounds); missing groups become fully masked rows (they add nothing).
-        Logged: groups_zero_std (sampled groups with equal rewards), groups_uniform (sampled
-        groups all correct or all wrong), groups_filtered, batch_zero_std (the batch's groups
-        with equal rewards, filler included: advantage 0)
+        "exact": answers neither all correct nor all wrong (0 < sum correct < G, DAPO's
+        filter). "partial": std_G(s) > 0, e.g. F1s of 0.4, 0.5, 0.8 in a group none of which
+        is exact (their advantages are not 0, and DAPO's filter would drop the group), while a
+        group of equal F1s (all 0.5) is dropped. Both filter on s, never on the shaping terms
+        (format, overlong), so a format reward cannot keep a group whose answers score alike.
+        Logged: groups_sampled and groups_sampled_zero_std (counts of sampled groups and of
+        those with equal rewards r, i.e. all advantages 0), groups_zero_std (their ratio: the
+        zero-advantage share a batch would have without dynamic sampling), groups_uniform
+        (sampled groups whose s does not vary), groups_filtered, batch_zero_std (the trained
+        batch's groups with all advantages 0, filler included: the share with dynamic
+        sampling, or without it, where the batch is the sampled groups)
     advantages per group; overlong "mask": truncated completions leave the loss
     rows: prompt + completion, loss mask, old log-probs, advantages (see jaxlab.rl.rollout)
 
 mode "reflect" (Reflect, Retry, Reward; :mod:`jaxlab.rl.reflect`): each selected prompt gets
 one first attempt; each failed one becomes a group of G reflection + retry samples, rewarded by
-the retry's correctness, with the loss on the reflection tokens only.
+the retry's score (as above), with the loss on the reflection tokens only.
 
 Resume: the source's state (rollout counter, curriculum) is checkpointed; a rollout batch is
 resampled from the restored params, so a run resumed at a step that starts a rollout (a
@@ -52,7 +61,7 @@ from jaxlab.rl import reflect as reflect_lib
 from jaxlab.rl.curriculum import PassRateCurriculum
 from jaxlab.rl.rollout import (build_rows, decode_response, default_sample_config, pass_at_k,
                                policy_logprobs, sample_completions, sampled_responses,
-                               score_responses)
+                               score_responses, well_formed)
 from jaxlab.rl.shaping import OVERLONG, informative_groups, mixed_correctness_groups, soft_overlong_penalty
 from jaxlab.train import sharding as shd
 from jaxlab.train.fit import FitResult, LoopConfig, fit
@@ -65,6 +74,8 @@ Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-sum-max-length"]
 RatioLevel = Literal["token", "sequence"]
 KLKind = Literal["k1", "k2", "k3"]
 Overlong = Literal["none", "mask", "soft"]
+Reward = Literal["exact", "partial"]
+REWARDS = get_args(Reward)
 Mode = Literal["direct", "reflect"]
 MODES = get_args(Mode)
 # the choice types name exactly the library's choices
@@ -76,7 +87,8 @@ assert get_args(Overlong) == OVERLONG
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     """RL settings. GRPO: eps_low = eps_high = 0.2, no dynamic sampling; DAPO: eps_high 0.28,
-    dynamic_sampling, aggregation "token-mean", overlong "soft" (or "mask"). loop: steps, seed,
+    dynamic_sampling, aggregation "token-mean", overlong "soft" (or "mask"). reward: "exact"
+    (the verifier's 1/0) or "partial" (the task's partial credit; module docstring). loop: steps, seed,
     grad_accum and intervals (:class:`jaxlab.train.fit.LoopConfig`; the seed also draws the
     rollouts)."""
     prompts_per_step: int = 8
@@ -94,6 +106,7 @@ class RLConfig:
     kl_kind: KLKind = "k3"
     entropy_coef: float = 0.0
     format_coef: float = 0.0
+    reward: Reward = "exact"
     dynamic_sampling: bool = False
     max_sample_rounds: int = 3
     overlong: Overlong = "none"
@@ -117,7 +130,7 @@ class RLConfig:
         if not self.temperature > 0:
             raise ValueError(f"rl.temperature must be > 0 (sampling), got {self.temperature}")
         checks = (("advantage", self.advantage, tuple(ADVANTAGES)), ("overlong", self.overlong, OVERLONG),
-                  ("mode", self.mode, MODES), ("aggregation", self.aggregation, policy_lib.AGGREGATIONS),
+                  ("mode", self.mode, MODES), ("reward", self.reward, REWARDS), ("aggregation", self.aggregation, policy_lib.AGGREGATIONS),
                   ("ratio_level", self.ratio_level, policy_lib.RATIO_LEVELS),
                   ("kl_kind", self.kl_kind, policy_lib.KL_KINDS))
         for name, value, allowed in checks:
@@ -201,21 +214,32 @@ class RolloutSource:
         self._last_return = None
 
     # --- groups ------------------------------------------------------------------------
+    def _score(self, exs, texts):
+        """(rewards r, correct, task score s) of responses (module docstring); dynamic sampling
+        filters on s."""
+        rl = self.rl
+        if rl.reward == "exact":
+            rewards, correct = score_responses(exs, texts, format_coef=rl.format_coef)
+            return rewards, correct, correct
+        credit, correct = score_responses(exs, texts, partial=True)
+        rewards = credit + np.float32(rl.format_coef) * well_formed(exs, texts) if rl.format_coef else credit.copy()
+        return rewards, correct, credit
+
     def _direct_groups(self, params, idx, key):
         rl, G = self.rl, self.rl.group_size
         prompts = [self.prompts[i] for i in idx for _ in range(G)]
         exs = [self.examples[i] for i in idx for _ in range(G)]
         out = sample_completions(params, self.model_cfg, prompts, key, self.sample)
         texts = [decode_response(t, m, self.tok) for t, m in zip(out["tokens"], out["mask"])]
-        rewards, correct = score_responses(exs, texts, format_coef=rl.format_coef)
+        rewards, correct, score = self._score(exs, texts)
         if rl.overlong == "soft":
             rewards = rewards + rl.overlong_coef * soft_overlong_penalty(
                 out["lengths"], rl.max_new_tokens, rl.overlong_buffer)
         tokens, masks, logps = sampled_responses(out)
         return {"prompts": prompts, "tokens": tokens, "masks": masks, "logps": logps,
                 "rewards": rewards.reshape(-1, G), "correct": correct.reshape(-1, G),
-                "lengths": out["lengths"].reshape(-1, G), "truncated": out["truncated"].reshape(-1, G),
-                "extra": {}}
+                "score": score.reshape(-1, G), "lengths": out["lengths"].reshape(-1, G),
+                "truncated": out["truncated"].reshape(-1, G), "extra": {}}
 
     def _reflect_groups(self, params, idx, key):
         rl, G = self.rl, self.rl.group_size
@@ -234,13 +258,13 @@ class RolloutSource:
         out = reflect_lib.reflect_and_retry(params, self.model_cfg, contexts, k_retry,
                                             reflect_cfg=self.reflect_sample, answer_cfg=self.sample,
                                             tokenizer=self.tok)
-        rewards, correct = score_responses(exs, out["answer_text"], format_coef=rl.format_coef)
+        rewards, correct, score = self._score(exs, out["answer_text"])
         tokens, masks, logps = reflect_lib.reflection_responses(out)
         lengths = np.array([len(f) for f in out["reflection"]])
         extra["retry_success"] = float(correct.mean())
         return {"prompts": contexts, "tokens": tokens, "masks": masks, "logps": logps,
                 "rewards": rewards.reshape(-1, G), "correct": correct.reshape(-1, G),
-                "lengths": lengths.reshape(-1, G), "truncated": out["truncated"].reshape(-1, G),
+                "score": score.reshape(-1, G), "lengths": lengths.reshape(-1, G), "truncated": out["truncated"].reshape(-1, G),
                 "extra": extra}, extra
 
     # --- one rollout batch ------------------------------------------------------------
@@ -263,8 +287,11 @@ class RolloutSource:
                 if groups is None:
                     continue
             seen.append(groups)
-            informative = informative_groups(groups["rewards"])  # std(r) > 0
-            mixed = mixed_correctness_groups(groups["correct"])  # 0 < correct < G
+            informative = informative_groups(groups["rewards"])  # std(r) > 0: some advantage != 0
+            if rl.reward == "exact":
+                mixed = mixed_correctness_groups(groups["correct"])  # 0 < correct < G
+            else:
+                mixed = informative_groups(groups["score"])  # std(s) > 0
             n_groups += len(informative)
             n_informative += int(informative.sum())
             n_mixed += int(mixed.sum())
@@ -307,6 +334,7 @@ class RolloutSource:
                 f"pass_at_{rl.pass_k}": float(np.mean([pass_at_k(G, int(c), rl.pass_k) for c in correct.sum(1)])),
                 "response_length": float(np.concatenate([s["lengths"] for s in seen]).mean()),
                 "truncated": float(np.concatenate([s["truncated"] for s in seen]).mean()),
+                "groups_sampled": float(n_groups), "groups_sampled_zero_std": float(n_groups - n_informative),
                 "groups_zero_std": 1.0 - n_informative / max(n_groups, 1),
                 "groups_uniform": 1.0 - n_mixed / max(n_groups, 1),
                 "groups_filtered": (n_groups - min(n_mixed, P)) / max(n_groups, 1)

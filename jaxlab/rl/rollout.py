@@ -82,19 +82,35 @@ def sample_completions(params: dict, model_cfg: transformer.Config, prompts: Seq
             "lengths": lengths_B, "truncated": (lengths_B >= N) & ~stopped_B.any(axis=1)}
 
 
-def score_responses(examples: Sequence, responses: Sequence[str], *, format_coef: float = 0.0):
-    """Rewards ``r = correct + format_coef * well_formed`` of each response against its task
-    example (an :class:`jaxlab.tasks.Example` or meta), by the task's exact verifier (which
-    never raises on the response). Returns (rewards_B float32, correct_B float32)."""
+def _task(example):
+    meta = example.meta if isinstance(example, tasks_lib.Example) else example
+    return tasks_lib.get(meta["task"]), meta
+
+
+def score_responses(examples: Sequence, responses: Sequence[str], *, format_coef: float = 0.0,
+                    partial: bool = False):
+    """Rewards ``r = s + format_coef * well_formed`` of each response against its task
+    example (an :class:`jaxlab.tasks.Example` or meta), where s is the exact verifier's 1/0
+    or, with ``partial``, the task's partial credit ``task.reward`` in [0, 1] (doc_extract:
+    field F1; a task without partial credit: its 1/0 verify). Neither raises on the response.
+    Returns (rewards_B float32, correct_B float32); ``correct`` is always the exact 1/0."""
     correct = np.zeros(len(responses), np.float32)
-    formed = np.zeros(len(responses), np.float32)
+    credit = np.zeros(len(responses), np.float32)
     for i, (ex, text) in enumerate(zip(examples, responses)):
-        meta = ex.meta if isinstance(ex, tasks_lib.Example) else ex
-        task = tasks_lib.get(meta["task"])
+        task, meta = _task(ex)
         correct[i] = task.verify(meta, text)
-        if format_coef:
-            formed[i] = task.format_reward(text)
-    return correct + np.float32(format_coef) * formed, correct
+        if partial:
+            credit[i] = task.reward(meta, text)
+    s = (credit if partial else correct).copy()
+    if format_coef:
+        s = s + np.float32(format_coef) * well_formed(examples, responses)
+    return s, correct
+
+
+def well_formed(examples: Sequence, responses: Sequence[str]) -> np.ndarray:
+    """1.0 where the response holds a well-formed answer for its example's task (right or
+    wrong; ``task.format_reward``), float32 [B]."""
+    return np.array([_task(ex)[0].format_reward(text) for ex, text in zip(examples, responses)], np.float32)
 
 
 def build_rows(prompts: Sequence[np.ndarray], responses: Sequence[np.ndarray],

@@ -14,7 +14,9 @@ whose answers are neither all correct nor all wrong: a group every sample of whi
 problem, or none, teaches nothing about the task. The filter is on correctness, not on the
 reward: with a format reward (r = correct + c * well_formed) a group of wrong answers can have
 unequal rewards, and filtering on std(r) > 0 would keep it. The loop samples more prompts until
-the batch holds enough mixed groups or a bound on sampling rounds is reached.
+the batch holds enough mixed groups or a bound on sampling rounds is reached. Under a
+partial-credit reward (``rl.reward="partial"``: s in [0, 1], e.g. field F1) the loop keeps the
+groups whose s varies (``informative_groups(s)``), the same rule for 0/1 scores.
 
     mixed_correctness_groups(correct_BG)   0 < sum_g correct_bg < G     (the DAPO filter)
     informative_groups(rewards_BG)         max_g r_bg > min_g r_bg      (std(r) > 0: A != 0)

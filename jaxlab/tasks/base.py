@@ -4,6 +4,7 @@ A task is a frozen dataclass (hashable, so it can sit in a config) with
 
     generate(rng, difficulty) -> Example(prompt, answer, meta)
     verify(example_or_meta, response) -> 1.0 or 0.0        (exact; never raises on the response)
+    reward(example_or_meta, response) -> [0, 1]             (partial credit; default: verify)
     format_reward(response) -> 1.0 or 0.0                   (the answer is well formed)
     splits(seed, n_train, n_test, n_ood) -> {"train": [...], "test": [...], "ood": [...]}
 
@@ -189,6 +190,12 @@ class Task:
             return 1.0 if self.check(meta, parsed) else 0.0
         except PARSE_ERRORS:
             return 0.0
+
+    def reward(self, example, response) -> float:
+        """Partial credit in [0, 1] for RL (``rl.reward=partial``). By default the exact
+        :meth:`verify` (1.0 or 0.0); tasks with a graded score (``doc_extract``: field F1)
+        override it."""
+        return self.verify(example, response)
 
     def format_reward(self, response) -> float:
         """1.0 when ``response`` holds a well-formed answer for this task (right or wrong)."""
