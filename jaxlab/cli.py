@@ -19,6 +19,9 @@ An experiment file defines:
   CLAIM_VERSION     optional int (default 1): bump it when the claim's code, threshold or
                     preconditions change; ``--publish`` keeps older versions' verdicts
   REPORT_KEYS       optional: result keys shown in the summary table
+  RESUMABLE_KEYS    optional: config keys (or prefixes) of a run() experiment that may change
+                    when its workdir is run again (e.g. its step count, to extend a run); any
+                    other change is refused
   summarize(results, workdir) -> str
                     optional: markdown added to the summary report (comparison plots, tables)
 
@@ -109,7 +112,7 @@ def run_experiment(path: str | Path, workdir: str | Path | None = None, override
         if run_fn is None:
             return train(cfg, run_dir, progress=progress)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _check_custom_config(cfg, run_dir)
+        _check_custom_config(cfg, run_dir, getattr(module, "RESUMABLE_KEYS", ()))
         result = run_fn(cfg, run_dir, progress=progress)
         _write_json(run_dir / "results.json", result)
         _write_variant_report(run_dir / "report.md", label, result)
@@ -146,9 +149,10 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
-def _check_custom_config(cfg, workdir: Path) -> None:
+def _check_custom_config(cfg, workdir: Path, resumable=()) -> None:
     """Writes the variant's config.json, or refuses to resume a workdir whose run used other
-    settings (its checkpoints would continue a different experiment)."""
+    settings (its checkpoints would continue a different experiment), except keys in
+    ``resumable`` (exact or as a prefix)."""
     from jaxlab.train.loop import ConfigMismatchError
 
     path = workdir / "config.json"
@@ -156,7 +160,8 @@ def _check_custom_config(cfg, workdir: Path) -> None:
     if path.exists():
         old = _flat(json.loads(path.read_text()))
         flat_new = _flat(new)
-        changed = sorted(k for k in old.keys() | flat_new.keys() if old.get(k) != flat_new.get(k))
+        changed = sorted(k for k in old.keys() | flat_new.keys() if old.get(k) != flat_new.get(k)
+                         and not any(k == r or k.startswith(r + ".") for r in resumable))
         if changed:
             raise ConfigMismatchError(
                 f"{workdir} holds a run with different settings ({', '.join(changed)}); resuming "
