@@ -9,11 +9,14 @@ Every task is registered in :mod:`jaxlab.tasks` (``jaxlab.tasks.get("doc_extract
 ``doc_extract`` also scores partial credit (``task.reward``: field F1; ``task.scores``:
 precision, recall, F1, exact). For an encoder, :func:`render_document` gives a document with
 the character span of every shown field and :func:`bio_tags` turns spans and any tokenizer's
-offsets into BIO tags.
+offsets into BIO tags;
+:func:`bio_record` turns predicted tags back into a record, scored by the same
+:func:`field_scores` as a decoder's JSON.
 """
 
 from jaxlab.tasks.documents.extraction import DocumentExtraction
-from jaxlab.tasks.documents.generator import Document, bio_label_names, bio_tags, render_document
+from jaxlab.tasks.documents.generator import (Document, bio_label_names, bio_record, bio_spans, bio_tags,
+                                              render_document)
 from jaxlab.tasks.documents.records import field_scores, parse_json, parse_record
 from jaxlab.tasks.documents.tables import (TABLE_TASKS, Table, TableColumn, TableLookup, TableMerged,
                                            TablePartition, TableReverseLookup, TableRow, TableSize, draw_table,
@@ -24,5 +27,5 @@ DOCUMENT_TASKS = (DocumentExtraction(),) + tuple(cls() for cls in TABLE_TASKS)
 
 __all__ = ["DOCUMENT_TASKS", "Document", "DocumentExtraction", "TABLE_TASKS", "Table", "TableColumn",
            "TableLookup", "TableMerged", "TablePartition", "TableReverseLookup", "TableRow", "TableSize",
-           "bio_label_names", "bio_tags", "draw_table", "field_scores", "normalize", "parse_json", "parse_record",
-           "render_document", "serialize"]
+           "bio_label_names", "bio_record", "bio_spans", "bio_tags", "draw_table", "field_scores", "normalize",
+           "parse_json", "parse_record", "render_document", "serialize"]

@@ -341,3 +341,48 @@ def bio_tags(spans: dict, offsets, *, fields=None) -> list[str]:
 def bio_label_names(fields) -> list[str]:
     """Label list for a token classifier over ``fields``: ``O`` then ``B-f``, ``I-f`` per field."""
     return ["O"] + [f"{p}-{f}" for f in fields for p in ("B", "I")]
+
+
+def bio_spans(tags, offsets) -> list[tuple[str, int, int, int]]:
+    """Field spans of a BIO tag sequence: ``(field, start, end, n_tokens)`` per run, where a run
+    is ``B-f`` followed by ``I-f`` tokens, in character offsets ``(start of its first token,
+    end of its last)``. Lenient on hostile sequences: ``I-f`` that does not continue a run of
+    ``f`` (after ``O``, another field, or at the start) opens a new run, as ``B-f`` would;
+    ``O``, empty-offset tokens and tags that are not ``O`` / ``B-x`` / ``I-x`` end the run."""
+    if len(tags) != len(offsets):
+        raise ValueError(f"{len(tags)} tags but {len(offsets)} offsets")
+    runs: list[list] = []
+    current = None  # [field, start, end, n] of the open run
+    for tag, (a, b) in zip(tags, offsets):
+        prefix, _, field = str(tag).partition("-")
+        if a >= b or prefix not in ("B", "I") or not field:
+            current = None
+            continue
+        if prefix == "I" and current is not None and current[0] == field:
+            current[2] = max(current[2], b)
+            current[3] += 1
+            continue
+        current = [field, a, b, 1]
+        runs.append(current)
+    return [tuple(r) for r in runs]
+
+
+def bio_record(tags, offsets, text: str, *, fields=None) -> dict:
+    """The record {field: value or None} that BIO ``tags`` of tokens with character ``offsets``
+    mark in ``text``; the inverse of :func:`bio_tags`. A field's value is ``text[start:end]``
+    (stripped of blanks; empty: None) of its run (:func:`bio_spans`) with the most tokens, the
+    first of equal ones, so any tag sequence gives one value per field. ``fields``: the keys
+    of the record (each None when no run marks it; runs of other fields are dropped); None:
+    every field some run marks."""
+    best: dict[str, tuple[int, int, int]] = {}
+    for field, start, end, n in bio_spans(tags, offsets):
+        if fields is not None and field not in fields:
+            continue
+        if field not in best or n > best[field][2]:
+            best[field] = (start, end, n)
+    keys = list(fields) if fields is not None else list(best)
+    record = {}
+    for f in keys:
+        value = text[best[f][0]:best[f][1]].strip() if f in best else ""
+        record[f] = value or None
+    return record
