@@ -82,3 +82,22 @@ def test_planted_undertrained_rows_are_found():
     assert precision == 1.0 and recall == 1.0
     with pytest.raises(ValueError, match="reference"):
         tokens.undertrained_scores(u, [])
+
+
+def test_kendall_tau_counts_concordant_pairs():
+    assert leaderboard.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert leaderboard.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # one discordant pair out of six: (2 vs 3) swapped
+    assert leaderboard.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="one length"):
+        leaderboard.kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_ranking_agreement_falls_with_deprecation_under_drift():
+    even = np.mean([leaderboard.ranking_agreement(s, n_models=12, battles=3000) for s in range(3)])
+    drifted = np.mean([leaderboard.ranking_agreement(s, n_models=12, battles=3000, deprecated_fraction=0.5,
+                                                     drift=1.0) for s in range(3)])
+    assert even > 0.8  # plenty of battles: the fit orders the models
+    assert drifted < even - 0.1  # half the models keep their first-phase scores while skills moved
+    with pytest.raises(ValueError, match="deprecated_fraction"):
+        leaderboard.ranking_agreement(0, deprecated_fraction=1.0)
