@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxlab import stats
 from jaxlab.analysis import layers
+from jaxlab.data.corpus import sample_token_rows
 
 CLAIM = ("Removing the block of n layers with the smallest angular distance raises held-out loss "
          "less than removing the last n layers (n = 1 .. L/4).")
@@ -68,23 +69,11 @@ def _model(cfg: Config):
     return load_model(cfg.model)
 
 
-def _sequences(tokenizer, cfg: Config) -> np.ndarray:
-    """``n_sequences`` rows of ``seq_len`` tokens from Python's English documentation, drawn by
-    the seed (the same text every model sees)."""
-    import pydoc_data.topics
-
-    topics = pydoc_data.topics.topics
-    text = "\n\n".join(topics[k] for k in sorted(topics))
-    ids = np.asarray(tokenizer.encode(text), np.int32)
-    starts = np.random.default_rng(cfg.seed).choice(len(ids) - cfg.seq_len, size=cfg.n_sequences, replace=False)
-    return np.stack([ids[s:s + cfg.seq_len] for s in starts])
-
-
 def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     from jaxlab.models import transformer
 
     mcfg, params, tokenizer = _model(cfg)
-    tokens = jnp.asarray(_sequences(tokenizer, cfg))
+    tokens = jnp.asarray(sample_token_rows(tokenizer, cfg.n_sequences, cfg.seq_len, cfg.seed))
     L = mcfg.n_layers
 
     def loss(p, c):

@@ -33,6 +33,19 @@ def default_documents() -> list[Document]:
     return sorted(topics.items())
 
 
+def sample_token_rows(tokenizer, n_rows: int, seq_len: int, seed: int) -> "np.ndarray":
+    """[n_rows, seq_len] int32 windows of the embedded documentation (the topics of
+    :func:`default_documents` joined by blank lines, then tokenized), at distinct start tokens
+    drawn by ``seed``: the held-out text the analysis experiments measure a model on."""
+    import numpy as np
+
+    ids = np.asarray(tokenizer.encode("\n\n".join(text for _, text in default_documents())), np.int32)
+    if n_rows < 1 or seq_len < 1 or len(ids) - seq_len < n_rows:
+        raise DataError(f"cannot draw {n_rows} distinct rows of {seq_len} tokens from {len(ids)} tokens")
+    starts = np.random.default_rng(seed).choice(len(ids) - seq_len, size=n_rows, replace=False)
+    return np.stack([ids[s:s + seq_len] for s in starts])
+
+
 def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 

@@ -217,3 +217,20 @@ def test_empty_split_is_an_error():
 def test_bad_split_arguments(kwargs):
     with pytest.raises(DataError):
         split_chunks([("d", "text " * 100)], **kwargs)
+
+
+def test_sample_token_rows_are_seeded_windows_of_the_embedded_text():
+    import numpy as np
+
+    from jaxlab.data import ByteTokenizer
+    from jaxlab.data.corpus import sample_token_rows
+
+    tok = ByteTokenizer()
+    a = sample_token_rows(tok, 3, 16, seed=1)
+    assert a.shape == (3, 16) and a.dtype == np.int32
+    np.testing.assert_array_equal(a, sample_token_rows(tok, 3, 16, seed=1))
+    assert not np.array_equal(a, sample_token_rows(tok, 3, 16, seed=2))
+    text = "\n\n".join(t for _, t in default_documents()).encode()
+    assert all(tok.decode(row.tolist()).encode() in text for row in a)
+    with pytest.raises(DataError, match="cannot draw"):
+        sample_token_rows(tok, 10**7, 16, seed=0)
