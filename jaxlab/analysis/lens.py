@@ -98,3 +98,33 @@ def rtn_quantize(w, bits: int, block: int, *, keep=None) -> np.ndarray:
         for r, c in keep:
             out[r, c] = w[r, c]
     return out
+
+
+def _with_down(params: dict, down_LFD) -> dict:
+    mlp = {**params["layers"]["mlp"], "down": {**params["layers"]["mlp"]["down"],
+                                               "kernel": jnp.asarray(down_LFD, params["layers"]["mlp"]["down"]["kernel"].dtype)}}
+    return {**params, "layers": {**params["layers"], "mlp": mlp}}
+
+
+def zero_largest_down_weights(params: dict, k: int, *, exclude=()) -> dict:
+    """The params with the ``k`` largest-|w| entries of all layers' W_down [L, F, D] set to 0,
+    skipping the (layer, row, col) entries in ``exclude`` (the comparison arm of the super
+    weight: as many large weights as you like, but not the super weight itself)."""
+    down = np.array(params["layers"]["mlp"]["down"]["kernel"], np.float32)
+    mag = np.abs(down)
+    for l, r, c in exclude:
+        mag[l, r, c] = -1.0
+    if not 0 <= k <= mag.size - len(exclude):
+        raise ValueError(f"k={k} must be in [0, {mag.size - len(exclude)}]")
+    flat = np.argpartition(mag.reshape(-1), mag.size - k)[mag.size - k:] if k else np.array([], int)
+    down.reshape(-1)[flat] = 0.0
+    return _with_down(params, down)
+
+
+def rtn_quantize_down(params: dict, bits: int, block: int, *, keep=()) -> dict:
+    """The params with every layer's W_down [L, F, D] replaced by :func:`rtn_quantize` (blocks
+    along D), holding out the (layer, row, col) entries in ``keep``."""
+    down = np.array(params["layers"]["mlp"]["down"]["kernel"], np.float32)
+    out = np.stack([rtn_quantize(down[l], bits, block, keep=[(r, c) for ll, r, c in keep if ll == l])
+                    for l in range(down.shape[0])])
+    return _with_down(params, out)

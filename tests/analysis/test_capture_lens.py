@@ -86,3 +86,23 @@ def test_rtn_holding_out_an_outlier_keeps_the_other_weights_finer():
     assert np.abs(held - w)[2][others[2]].max() < 0.1 * np.abs(plain - w)[2][others[2]].max()
     with pytest.raises(ValueError, match="multiple of block"):
         lens.rtn_quantize(w, 4, 48)
+
+
+def test_zeroing_the_largest_down_weights_skips_the_excluded_entry(params):
+    planted = lens.set_down_weight(params, 1, 7, 3, 40.0)
+    down = np.asarray(planted["layers"]["mlp"]["down"]["kernel"])
+    out = np.asarray(lens.zero_largest_down_weights(planted, 5, exclude=[(1, 7, 3)])["layers"]["mlp"]["down"]["kernel"])
+    assert out[1, 7, 3] == 40.0
+    zeroed = (out == 0) & (down != 0)
+    assert zeroed.sum() == 5
+    others = np.abs(down).copy()
+    others[1, 7, 3] = 0
+    assert np.abs(down[zeroed]).min() >= np.sort(others.reshape(-1))[-5]  # the 5 largest others
+
+
+def test_rtn_of_every_down_projection_holds_out_per_layer(params):
+    planted = lens.set_down_weight(params, 1, 7, 3, 40.0)
+    q = np.asarray(lens.rtn_quantize_down(planted, 4, 16, keep=[(1, 7, 3)])["layers"]["mlp"]["down"]["kernel"])
+    down = np.asarray(planted["layers"]["mlp"]["down"]["kernel"])
+    assert q[1, 7, 3] == 40.0
+    np.testing.assert_allclose(q[0], lens.rtn_quantize(down[0], 4, 16))
