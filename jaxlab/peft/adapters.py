@@ -44,6 +44,7 @@ import numpy as np
 from flax import traverse_util
 
 METHODS = ("lora", "dora", "singlora", "fourierft")
+NO_ADAPTER = "none"  # a spec that attaches nothing (trainers' default: full fine-tuning)
 # How many leading axes of each kernel (after the [L] layer axis) are its input axes.
 INPUT_AXES = {"attn/q": 1, "attn/k": 1, "attn/v": 1, "attn/o": 2,
               "mlp/gate": 1, "mlp/up": 1, "mlp/down": 1, "unembed": 1}
@@ -64,9 +65,11 @@ class AdapterSpec:
     """Which method, on which kernels, at which size (module docstring for the formulas).
 
     targets: "attn", "qv", "mlp", "all", or a regular expression matched against the module
-    paths (``layers/attn/q``, ``layers/mlp/down``, ``unembed``)."""
+    paths (``layers/attn/q``, ``layers/mlp/down``, ``unembed``). method "none" means no
+    adapters (full fine-tuning): it is the default of every trainer's ``peft`` field, so that
+    ``--set sft.peft.method=lora sft.peft.rank=16`` turns adapters on from the command line."""
 
-    method: Literal["lora", "dora", "singlora", "fourierft"] = "lora"
+    method: Literal["lora", "dora", "singlora", "fourierft", "none"] = "lora"
     targets: str = "attn"
     rank: int = 8
     alpha: float = 16.0
@@ -78,11 +81,16 @@ class AdapterSpec:
     seed: int = 0                  # FourierFT positions
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise AdapterError(f"method={self.method!r} is not one of {METHODS}")
+        if self.method not in METHODS and self.method != NO_ADAPTER:
+            raise AdapterError(f"method={self.method!r} is not one of {METHODS + (NO_ADAPTER,)}")
         if self.rank < 1 or self.n_frequencies < 1 or self.ramp_steps < 1:
             raise AdapterError(f"rank, n_frequencies and ramp_steps must be >= 1, got {self.rank}, "
                                f"{self.n_frequencies}, {self.ramp_steps}")
+
+    @property
+    def enabled(self) -> bool:
+        """False for method "none" (no adapters: the trainer trains every parameter)."""
+        return self.method != NO_ADAPTER
 
     @property
     def scale(self) -> float:
@@ -139,6 +147,8 @@ def fourier_positions(n: int, m: int, spec: AdapterSpec) -> np.ndarray:
 def attach(params: dict, spec: AdapterSpec, key: jax.Array) -> tuple[dict, dict]:
     """(frozen, trainable): the params unchanged, and each targeted kernel's adapter leaves
     (module docstring), nested by module path."""
+    if not spec.enabled:
+        raise AdapterError('method "none" attaches no adapter; train the params themselves')
     trainable = {}
     for i, (path, w) in enumerate(sorted(targeted(params, spec).items())):
         lead, n, m = _layout(path, w)

@@ -26,6 +26,7 @@ from jaxlab.train import distributed
 log = logging.getLogger(__name__)
 
 MANIFEST = "jaxlab_manifest.json"
+META = "meta.json"  # optional JSON a trainer stores with a step (an adapter run's base reference)
 
 
 class CheckpointError(RuntimeError):
@@ -90,15 +91,22 @@ class Checkpointer:
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state, data_state=None) -> None:
-        """Saves collectively; ``data_state`` is this process's iterator state."""
+    def save(self, step: int, state, data_state=None, meta: dict | None = None) -> None:
+        """Saves collectively; ``data_state`` is this process's iterator state; ``meta`` (JSON)
+        is written as the step's ``meta.json``, covered by the manifest."""
         data = {"processes": distributed.allgather_json(data_state)}
         args = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data)}
         self._manager.save(step, args=ocp.args.Composite(**args), force=True)
         self._manager.wait_until_finished()
         if jax.process_index() == 0:
+            if meta is not None:
+                (self.directory / str(step) / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
             write_manifest(self.directory / str(step))
         distributed.barrier(f"jaxlab_checkpoint_{step}")
+
+    def meta(self, step: int) -> dict | None:
+        """The ``meta`` saved with step ``step`` (None if none was)."""
+        return read_meta(self.directory, step)
 
     def restore(self, step: int, abstract_state) -> tuple:
         """Restores step ``step`` into arrays shaped and sharded like ``abstract_state``."""
@@ -145,14 +153,24 @@ class Checkpointer:
         self._manager.close()
 
 
+def _checkpoint_dir(workdir: str | Path) -> Path:
+    directory = Path(workdir).expanduser().absolute()
+    return directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+
+
+def read_meta(workdir: str | Path, step: int) -> dict | None:
+    """The ``meta.json`` of a checkpoint step (``workdir``: a run directory or its
+    ``checkpoints/``), or None when the step has none."""
+    path = _checkpoint_dir(workdir) / str(step) / META
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def load_params(workdir: str | Path, step: int | None = None) -> tuple[int, dict]:
     """(step, params) of a run's checkpoint, read without building a model or an optimizer:
     only the ``params`` subtree of the saved state, as host numpy arrays of the saved shapes
     and dtypes. ``workdir``: a run directory holding ``checkpoints/`` (or that folder itself);
     ``step``: None for the newest. The step's manifest is checked first."""
-    directory = Path(workdir).expanduser().absolute()
-    if (directory / "checkpoints").is_dir():
-        directory = directory / "checkpoints"
+    directory = _checkpoint_dir(workdir)
     steps = sorted(int(p.name) for p in directory.glob("*") if p.is_dir() and p.name.isdigit()) \
         if directory.is_dir() else []
     if not steps:

@@ -43,6 +43,8 @@ from jaxlab.losses.preference import (
     preference_sums,
 )
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterSpec
+from jaxlab.peft.runs import trainer_adapter
 from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import FitResult, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
@@ -57,7 +59,9 @@ class DPOConfig:
     are the loss's hyper-parameters. reference: "precomputed" | "online" (module docstring).
     batch_size: pairs per optimizer step (2 * batch_size rows); seq_len: tokens per row, a
     pair's prompt + response + turn end must fit (else an error). loop: steps, seed,
-    grad_accum and intervals (:class:`LoopConfig`)."""
+    grad_accum and intervals (:class:`LoopConfig`). peft: an adapter trained on the frozen
+    starting params, which are also the reference (one copy; ``--set dpo.peft.method=lora``);
+    method "none" (the default) trains every parameter."""
     loss_type: Literal["dpo", "ipo", "simpo", "apo_zero", "apo_down"] = "dpo"
     beta: float = 0.1
     label_smoothing: float = 0.0
@@ -67,6 +71,7 @@ class DPOConfig:
     seq_len: int = 64
     ref_batch_size: int = 64  # pairs per forward pass when precomputing reference log-probs
     loop: LoopConfig = LoopConfig(steps=100, log_every=10, eval_every=50, checkpoint_every=100)
+    peft: AdapterSpec = AdapterSpec(method="none")
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -183,6 +188,8 @@ class PairSource:
     seeded permutation, ``batch_size`` pairs per step; this process reads its contiguous
     share of each step's pairs. The state is the number of pairs consumed."""
 
+    uses_params = False
+
     def __init__(self, pairs: Sequence[Mapping], *, batch_size: int, seq_len: int, seed: int = 0,
                  tokenizer: Tokenizer = BYTES):
         self.rows = pair_rows(pairs, seq_len, tokenizer)  # encoded once
@@ -217,14 +224,26 @@ class PairSource:
 def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: transformer.Config,
               dpo: DPOConfig, optim: OptimConfig, mesh, init_params: dict | Callable,
               ref_params: dict | None = None, evaluate: Callable[[dict, int], dict] | None = None,
-              progress: bool = True, tokenizer: Tokenizer = BYTES) -> FitResult:
+              progress: bool = True, tokenizer: Tokenizer = BYTES,
+              base_path: str | Path | None = None) -> FitResult:
     """Preference-optimises the policy, starting from ``init_params`` (a params pytree, or a
     function of a key), on ``pairs`` in ``workdir`` (resumable). ``ref_params``: the reference
     model (default: ``init_params``, which must then be a pytree); unused by SimPO. Pairs are
-    encoded by ``tokenizer`` with its chat template (default: bytes)."""
+    encoded by ``tokenizer`` with its chat template (default: bytes). With ``dpo.peft`` an
+    adapter trains on ``init_params`` held frozen, which are the reference too (``ref_params``
+    must then be None or ``init_params``); ``base_path`` is recorded in the checkpoints."""
     if len(pairs) == 0:
         raise ValueError("DPO needs at least one preference pair")
     uses_ref = needs_reference(dpo.loss_type)
+    adapter = None
+    if dpo.peft.enabled:
+        if ref_params is not None and ref_params is not init_params:
+            raise ValueError("with dpo.peft the reference is the frozen base (init_params); "
+                             "leave ref_params None")
+        init_params, adapter = trainer_adapter(
+            dpo.peft, init_params, seed=dpo.loop.seed, base_path=base_path,
+            reference_is_base=uses_ref and dpo.reference == "online")
+        ref_params = adapter.base
     if uses_ref and ref_params is None:
         if callable(init_params):
             raise ValueError("give ref_params (the reference model) when init_params is a function")
@@ -234,7 +253,7 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
     if uses_ref and dpo.reference == "precomputed":
         pairs = with_reference_logprobs(pairs, ref_params, model_cfg, seq_len=dpo.seq_len,
                                         batch_size=dpo.ref_batch_size, tokenizer=tokenizer)
-    elif uses_ref:
+    elif uses_ref and adapter is None:
         frozen = ref_params
     source = PairSource(pairs, batch_size=dpo.batch_size, seq_len=dpo.seq_len, seed=dpo.loop.seed,
                         tokenizer=tokenizer)
@@ -242,4 +261,4 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
                                 **dpo.hparams())
     return fit(workdir, name=dpo.loss_type, loop=dpo.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes, loss_sums_fn=loss_fn,
-               source=source, evaluate=evaluate, frozen=frozen, progress=progress)
+               source=source, evaluate=evaluate, frozen=frozen, progress=progress, adapter=adapter)

@@ -11,17 +11,27 @@ A trainer (LM pre-training, SFT, DPO, RL) supplies what differs:
   evaluate(params, step) -> dict      optional periodic evaluation
   frozen                              optional pytree the loss reads but does not train (for
                                       instance a reference model's params), sharded like params
+  adapter                             optional :class:`jaxlab.peft.runs.AdapterRun`: train an
+                                      adapter on a frozen base instead of the params (below)
 
 and ``fit`` does the rest: the sharded, jit-compiled step with gradient accumulation, orbax
 checkpoints of the state and of the source's state (resume by running again), metrics in
 ``metrics.jsonl`` and TensorBoard, a progress bar, a lagged non-finite-loss check that keeps the
 last good checkpoint, and a checkpoint on Ctrl-C. On CPU a resumed run is bitwise identical to an
 uninterrupted one, provided the source is deterministic given its state, the step and the params.
+
+With ``adapter`` (every trainer's ``peft`` setting) the state's params are the adapter leaves
+alone (the optimizer state covers them only); the base is the step's frozen pytree
+``{"base": base}`` and the loss sees ``merge(base, adapter, spec, step)``
+(:func:`jaxlab.peft.runs.adapted_loss_sums`); sources that read params and ``evaluate`` get the
+merged params. Each checkpoint records the spec and the base's path and SHA-256, and resuming
+checks them. ``FitResult.params`` is the model's params either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -53,6 +63,9 @@ class BatchSource(Protocol):
     (numpy arrays, leading axis = rows) and host-side metrics to log with the step (for
     instance rollout rewards); ``get_state`` / ``set_state`` make it resumable (JSON values)."""
 
+    # A source that ignores ``params`` sets ``uses_params = False`` (an adapter run then skips
+    # merging the params for it every step).
+
     def next(self, params, step: int) -> tuple[dict, dict]: ...
 
     def get_state(self) -> Any: ...
@@ -62,6 +75,8 @@ class BatchSource(Protocol):
 
 class IteratorSource:
     """A :class:`BatchSource` over a checkpointable iterator (a grain iterator)."""
+
+    uses_params = False
 
     def __init__(self, iterator):
         self.iterator = iterator
@@ -111,6 +126,14 @@ class FitResult:
     last_eval: dict
     train_wall_s: float | None  # None when the run was already complete
     resumed_from: int | None
+    adapter: Any = None  # the run's AdapterRun, if it trained an adapter
+
+    @property
+    def params(self) -> dict:
+        """The model's params: the state's, or under an adapter the base merged with it."""
+        if self.adapter is None:
+            return self.state.params
+        return self.adapter.params(self.state.params, step=self.state.step)
 
     def last(self, key: str):
         values = [r[key] for r in self.records if isinstance(r.get(key), (int, float))]
@@ -123,17 +146,36 @@ class FitResult:
 
 
 def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig, mesh,
-        init_params: Callable[[jax.Array], dict] | dict, param_axes: Callable[[str], tuple],
+        init_params: Callable[[jax.Array], dict] | dict | None, param_axes: Callable[[str], tuple],
         loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
         frozen: Any = None, tokens_per_step: int | None = None, normalize_fn: Callable | None = None,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, adapter=None) -> FitResult:
     """Trains (or resumes) in ``workdir``: checkpoints in ``workdir/checkpoints``, metrics in
     ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
 
     ``tokens_per_step`` sets the throughput numerator; without it the step's ``count`` (the
     loss's token or sequence count) is used. ``normalize_fn`` turns the step's summed metrics
-    into means (default: divide by ``count``).
+    into means (default: divide by ``count``). With ``adapter``, ``init_params`` is None (the
+    adapter's ``init`` is trained) and ``param_axes`` are the base's.
     """
+    with_step = adapter is not None
+    model_params = None  # (trainable, step) -> the model's params, under an adapter
+    frozen_axes = param_axes
+    if adapter is not None:
+        from jaxlab.peft import runs
+
+        if init_params is not None:
+            raise ValueError("fit: with an adapter, init_params must be None (the adapter's init trains)")
+        init_params = adapter.init
+        frozen_axes = runs.frozen_axes(param_axes)
+        param_axes = runs.adapter_axes
+        frozen = {"base": adapter.base} if frozen is None else {"base": adapter.base, "frozen": frozen}
+        loss_sums_fn = functools.partial(runs.adapted_loss_sums, loss_sums_fn=loss_sums_fn,
+                                         spec=adapter.spec, reference_is_base=adapter.reference_is_base)
+        merge_jit = jax.jit(functools.partial(adapter_merge, spec=adapter.spec))
+        model_params = lambda trainable, step: merge_jit(frozen["base"], trainable, step)  # noqa: E731
+    elif init_params is None:
+        raise ValueError("fit: give init_params (params, or a function of a key)")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     optimizer = make_optimizer(optim, loop.steps)
@@ -151,6 +193,16 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
                             abstract, state_sh)
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=loop.keep_checkpoints)
+    meta = None if adapter is None else adapter.meta()
+    saved_steps = ckpt.steps()
+    if saved_steps:  # before restoring: another adapter's shapes would read as a damaged checkpoint
+        saved_meta = ckpt.meta(saved_steps[-1])
+        where = f"{workdir} (step {saved_steps[-1]})"
+        if adapter is not None:
+            adapter.check(saved_meta, where)
+        elif (saved_meta or {}).get("adapter"):
+            raise ValueError(f"{where} holds an adapter run; this run trains every parameter. "
+                             "Use another workdir.")
     restored = ckpt.restore_latest(abstract)
     if restored is None:
         start = 0
@@ -161,10 +213,19 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         log.info("resumed %s from step %d", workdir, start)
 
     extra = {} if normalize_fn is None else {"normalize_fn": normalize_fn}
+    if with_step:
+        extra["with_step"] = True
+    frozen_sh = None if frozen is None else shd.tree_shardings(frozen, mesh, frozen_axes)
     step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
-                             grad_accum=loop.grad_accum, with_frozen=frozen is not None, **extra)
+                             grad_accum=loop.grad_accum, with_frozen=frozen is not None,
+                             frozen_sh=frozen_sh, **extra)
     if frozen is not None:
-        frozen = jax.device_put(frozen, shd.tree_shardings(frozen, mesh, param_axes))
+        frozen = jax.device_put(frozen, frozen_sh)
+
+    def full_params(state):
+        return state.params if model_params is None else model_params(state.params, state.step)
+
+    source_reads_params = getattr(source, "uses_params", True)
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, start_step=start, enabled=is_main)
     last_saved = start if restored is not None else -1
@@ -202,14 +263,15 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
     def save(step):
         nonlocal last_saved
         if step != last_saved:
-            ckpt.save(step, state, source.get_state())
+            ckpt.save(step, state, source.get_state(), meta=meta)
             last_saved = step
 
     bar = tqdm(total=loop.steps, initial=start, desc=name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     try:
         for step in range(start + 1, loop.steps + 1):
-            host_batch, host_metrics = source.next(state.params, step)
+            host_batch, host_metrics = source.next(
+                full_params(state) if source_reads_params else state.params, step)
             batch = shd.global_batch(host_batch, mesh)
             if frozen is None:
                 state, metrics = step_fn(state, batch)
@@ -223,7 +285,7 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
             if evaluating or saving:
                 drain()
             if evaluating:
-                last_eval = evaluate(state.params, step)
+                last_eval = evaluate(full_params(state), step)
                 writer.write(step, last_eval, prefix="val/")
             if saving:
                 save(step)
@@ -244,6 +306,14 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         ckpt.close()
     train_wall = time.perf_counter() - run_t0 if start < loop.steps else None
     if not last_eval and evaluate is not None:
-        last_eval = evaluate(state.params, loop.steps)
+        last_eval = evaluate(full_params(state), loop.steps)
     return FitResult(state=state, records=read_jsonl(workdir / "metrics.jsonl"), last_eval=last_eval,
-                     train_wall_s=train_wall, resumed_from=start if restored is not None else None)
+                     train_wall_s=train_wall, resumed_from=start if restored is not None else None,
+                     adapter=adapter)
+
+
+def adapter_merge(base: dict, trainable: dict, step, *, spec) -> dict:
+    """merge(base, trainable, spec, step=step) (jit-able with ``spec`` bound)."""
+    from jaxlab.peft.adapters import merge
+
+    return merge(base, trainable, spec, step=step)

@@ -19,6 +19,8 @@ from jaxlab.data.chat import sft_dataset
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.lm import cross_entropy_sums, dft_sums
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterSpec
+from jaxlab.peft.runs import trainer_adapter
 from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import FitResult, IteratorSource, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
@@ -30,11 +32,14 @@ SFT_LOSSES = ("ce", "dft")
 class SFTConfig:
     """loss: "ce" (masked cross-entropy) or "dft" (cross-entropy weighted by the
     stop-gradient target probability). batch_size: packed rows per optimizer step; seq_len:
-    tokens per row. loop: steps, seed, grad_accum and intervals (:class:`LoopConfig`)."""
+    tokens per row. loop: steps, seed, grad_accum and intervals (:class:`LoopConfig`).
+    peft: an adapter to train on the frozen starting params (``--set sft.peft.method=lora
+    sft.peft.rank=16``); method "none" (the default) trains every parameter."""
     loss: Literal["ce", "dft"] = "ce"
     batch_size: int = 16
     seq_len: int = 128
     loop: LoopConfig = LoopConfig(steps=200, log_every=10, eval_every=50, checkpoint_every=100)
+    peft: AdapterSpec = AdapterSpec(method="none")
 
     def __post_init__(self):
         if self.loss not in SFT_LOSSES:
@@ -61,10 +66,12 @@ def sft_loss_sums(params: dict, batch: dict, key: jax.Array, *, model_cfg: trans
 def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: transformer.Config,
               sft: SFTConfig, optim: OptimConfig, mesh, init_params: Callable | dict | None = None,
               evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True,
-              tokenizer: Tokenizer = BYTES) -> FitResult:
+              tokenizer: Tokenizer = BYTES, base_path: str | Path | None = None) -> FitResult:
     """Fine-tunes on ``records`` in ``workdir`` (resumable); ``init_params`` is a params pytree
     to start from (a warm start), a function of a key, or None for a fresh model. Records are
-    encoded by ``tokenizer`` with its chat template (default: bytes)."""
+    encoded by ``tokenizer`` with its chat template (default: bytes). With ``sft.peft`` an
+    adapter trains on ``init_params`` held frozen (``base_path``: where they came from, recorded
+    in the checkpoints); ``FitResult.params`` is the merged model."""
     if len(records) == 0:
         raise ValueError("SFT needs at least one record")
     per_process = sft.batch_size // jax.process_count()
@@ -73,7 +80,8 @@ def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: tra
                      tokenizer=tokenizer)
     if init_params is None:
         init_params = functools.partial(transformer.init, model_cfg)
+    init_params, adapter = trainer_adapter(sft.peft, init_params, seed=sft.loop.seed, base_path=base_path)
     return fit(workdir, name=f"sft-{sft.loss}", loop=sft.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes,
                loss_sums_fn=functools.partial(sft_loss_sums, model_cfg=model_cfg, loss=sft.loss),
-               source=IteratorSource(iter(ds)), evaluate=evaluate, progress=progress)
+               source=IteratorSource(iter(ds)), evaluate=evaluate, progress=progress, adapter=adapter)

@@ -40,15 +40,17 @@ def split_microbatches(batch: dict, n: int) -> dict:
 
 
 def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, key: jax.Array,
-                         grad_accum: int, frozen=None):
+                         grad_accum: int, frozen=None, step=None):
     """Returns (grads, sums): gradient of the summed loss and the metric sums, both summed
     over ``grad_accum`` micro-batches (not yet divided by the count). ``frozen`` (e.g. a
-    reference model's params) is passed to the loss as a fourth argument when given."""
+    reference model's params) is passed to the loss as a fourth argument when given, and
+    ``step`` (the steps taken, for a loss that depends on it) as the keyword ``step``."""
     extra = () if frozen is None else (frozen,)
+    extra_kw = {} if step is None else {"step": step}
 
     def grad_fn(mb, k):
         def loss(p):
-            sums = loss_sums_fn(p, mb, k, *extra)
+            sums = loss_sums_fn(p, mb, k, *extra, **extra_kw)
             return sums["loss"], sums
         grads, sums = jax.grad(loss, has_aux=True)(params)
         return grads, sums
@@ -71,13 +73,14 @@ def accumulate_gradients(loss_sums_fn: LossSumsFn, params: dict, batch: dict, ke
 
 def train_step(state: TrainState, batch: dict, frozen=None, *, loss_sums_fn: LossSumsFn,
                optimizer: optax.GradientTransformation, grad_accum: int = 1,
-               normalize_fn: Callable[[dict], dict] = normalize_sums):
+               normalize_fn: Callable[[dict], dict] = normalize_sums, with_step: bool = False):
     """One optimizer step. Returns (new_state, metrics): the gradient is divided by the summed
     ``count``; the metrics are the sums normalised by ``normalize_fn`` (default: every sum
-    divided by ``count``; a loss whose metrics have other denominators passes its own)."""
+    divided by ``count``; a loss whose metrics have other denominators passes its own).
+    ``with_step``: the loss also gets ``step=state.step`` (an adapter's merge reads it)."""
     key, step_key = jax.random.split(state.key)
     grads, sums = accumulate_gradients(loss_sums_fn, state.params, batch, step_key, grad_accum,
-                                       frozen)
+                                       frozen, state.step if with_step else None)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -116,10 +119,12 @@ def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
 
 
-def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, **kwargs):
+def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, frozen_sh=None, **kwargs):
     """``train_step`` jit-compiled with explicit shardings; the state buffer is donated. With
-    ``with_frozen`` the step takes a third argument sharded like the params."""
-    in_sh = (state_sh, shd.batch_sharding(mesh)) + ((state_sh.params,) if with_frozen else ())
+    ``with_frozen`` the step takes a third argument, sharded by ``frozen_sh`` (default: like
+    the params)."""
+    frozen_sh = state_sh.params if frozen_sh is None else frozen_sh
+    in_sh = (state_sh, shd.batch_sharding(mesh)) + ((frozen_sh,) if with_frozen else ())
     return jax.jit(
         functools.partial(train_step, **kwargs),
         in_shardings=in_sh,

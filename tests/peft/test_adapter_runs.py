@@ -1,0 +1,125 @@
+"""Adapters in the trainers: the state holds the adapter alone, the base stays frozen, an
+interrupted run resumes bitwise, checkpoints refuse another base or spec, and the DPO reference
+is the base."""
+
+import math
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlab import config as config_lib
+from jaxlab.models import transformer
+from jaxlab.peft import AdapterError, AdapterSpec, merge
+from jaxlab.peft.runs import load_adapter_run, params_sha256
+from jaxlab.train import sharding as shd
+from jaxlab.train.checkpoint import read_meta
+from jaxlab.train.dpo import DPOConfig, train_dpo
+from jaxlab.train.fit import LoopConfig
+from jaxlab.train.optim import OptimConfig
+from jaxlab.train.sft import SFTConfig, train_sft
+
+CFG = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                         head_dim=16, mlp_dim=64)
+RECORDS = [{"prompt": f"{a}+{b}=", "response": str(a + b)} for a in range(4) for b in range(4)]
+PAIRS = [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)}
+         for a in range(4) for b in range(4)]
+SPEC = AdapterSpec(method="lora", targets="all", rank=2, alpha=4.0)
+OPTIM = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0)
+
+
+def _mesh():
+    return shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+
+
+def _sft(workdir, base, steps=4, spec=SPEC, **kw):
+    sft = SFTConfig(batch_size=4, seq_len=32, peft=spec,
+                    loop=LoopConfig(steps=steps, log_every=1, eval_every=100, checkpoint_every=2))
+    return train_sft(workdir, RECORDS, model_cfg=CFG, sft=sft, mesh=_mesh(), init_params=base,
+                     optim=OPTIM, progress=False, base_path="tiny-base", **kw)
+
+
+def _leaves(tree):
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_peft_is_set_from_overrides():
+    cfg = config_lib.apply_overrides(SFTConfig(), ["peft.method=lora", "peft.rank=16"])
+    assert cfg.peft == AdapterSpec(method="lora", rank=16) and cfg.peft.enabled
+    assert not SFTConfig().peft.enabled and not DPOConfig().peft.enabled
+    with pytest.raises(config_lib.ConfigError, match="not one of"):
+        config_lib.apply_overrides(SFTConfig(), ["peft.method=loraa"])
+
+
+@pytest.mark.slow
+def test_sft_adapter_trains_the_adapter_alone_and_resumes_bitwise(tmp_path):
+    base = transformer.init(CFG, jax.random.key(0))
+    base_before = _leaves(base)
+    full = _sft(tmp_path / "full", base)
+    # The state: adapter leaves only, and the optimizer moments cover them alone.
+    paths = set(_leaves(full.state.params))
+    assert paths and all(p.endswith(("['lora_a']", "['lora_b']")) for p in paths)
+    n_adapter = sum(x.size for x in jax.tree.leaves(full.state.params))
+    n_moments = sum(x.size for x in jax.tree.leaves(full.state.opt_state) if np.ndim(x) > 0)
+    assert n_moments == 2 * n_adapter  # AdamW's mu and nu, nothing of the base
+    for k, v in _leaves(base).items():  # the base is untouched
+        np.testing.assert_array_equal(v, base_before[k])
+    assert np.abs(np.asarray(full.state.params["layers"]["attn"]["q"]["lora_b"])).max() > 0
+    losses = [r["train/loss"] for r in full.records if "train/loss" in r]
+    assert losses[-1] < losses[0]
+    # The model's params are the merge.
+    merged = merge(base, full.state.params, SPEC)
+    for k, v in _leaves(full.params).items():
+        np.testing.assert_array_equal(v, np.asarray(_leaves(merged)[k]))
+
+    # An interrupted run (a copy of this one without its step-4 checkpoint) resumed to 4
+    # steps: the same adapter.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    shutil.rmtree(cut / "checkpoints" / "4")
+    resumed = _sft(cut, base)
+    assert resumed.resumed_from == 2
+    a, b = _leaves(full.state.params), _leaves(resumed.state.params)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+    # The checkpoint records the spec and the base; loading checks the base's digest.
+    meta = read_meta(cut, 4)["adapter"]
+    assert meta["base"] == {"path": "tiny-base", "sha256": params_sha256(base)}
+    spec, trainable, _ = load_adapter_run(cut, base=base)
+    assert spec == SPEC
+    np.testing.assert_array_equal(trainable["layers"]["mlp"]["down"]["lora_a"],
+                                  a["['layers']['mlp']['down']['lora_a']"])
+    other = transformer.init(CFG, jax.random.key(1))
+    with pytest.raises(AdapterError, match="SHA-256"):
+        load_adapter_run(cut, base=other)
+    with pytest.raises(AdapterError, match="SHA-256"):
+        _sft(cut, other, steps=6)
+    with pytest.raises(AdapterError, match="rank"):
+        _sft(cut, base, steps=6, spec=AdapterSpec(method="lora", targets="all", rank=4))
+    with pytest.raises(ValueError, match="adapter run"):
+        _sft(cut, base, steps=6, spec=AdapterSpec(method="none"))
+
+
+@pytest.mark.slow
+def test_dpo_adapter_reference_is_the_base_in_both_modes(tmp_path):
+    base = transformer.init(CFG, jax.random.key(0))
+    runs = {}
+    for mode in ("precomputed", "online"):
+        dpo = DPOConfig(reference=mode, batch_size=8, seq_len=16, peft=SPEC,
+                        loop=LoopConfig(steps=2, log_every=1, eval_every=50, checkpoint_every=100))
+        runs[mode] = train_dpo(tmp_path / mode, PAIRS, model_cfg=CFG, dpo=dpo, optim=OPTIM, mesh=_mesh(),
+                               init_params=base, progress=False)
+    for run in runs.values():
+        # B = 0: the policy is the base is the reference, so l = -log sigma(0) = log 2.
+        np.testing.assert_allclose(run.records[0]["train/loss"], math.log(2.0), rtol=1e-6)
+        assert set(_leaves(run.state.params)) == set(_leaves(runs["online"].state.params))
+    for key in ("train/loss", "train/margins", "train/grad_norm"):
+        np.testing.assert_allclose(runs["precomputed"].records[1][key], runs["online"].records[1][key],
+                                   rtol=1e-4, atol=1e-6)
+    assert runs["online"].records[1]["train/loss"] != runs["online"].records[0]["train/loss"]
+    with pytest.raises(ValueError, match="reference is the frozen base"):
+        train_dpo(tmp_path / "x", PAIRS, model_cfg=CFG, dpo=dpo, optim=OPTIM, mesh=_mesh(),
+                  init_params=base, ref_params=transformer.init(CFG, jax.random.key(5)), progress=False)
