@@ -57,7 +57,9 @@ Presets:
            cores one SmolLM2 RL step of 128 samples would take many minutes. Estimated (from
            step and generation counts, not measured) about 15 minutes per seed on one H200,
            45 minutes for 3 seeds: per RL step up to 3 x 128 completions of up to 128 tokens
-           and one update on 128 rows of ~600 columns; 40 SFT steps of 16 x 1,024 tokens;
+           and one update on 128 rows of ~600 columns (4 micro-batches of 32 rows: the logits
+           of 128 x 600 positions over 49,152 tokens take 15 GB a copy in float32; the
+           accumulated loss sums are the same); 40 SFT steps of 16 x 1,024 tokens;
            2 x 300 greedy completions of up to 128 tokens:
            jaxlab run experiments/extraction_rl.py --workdir OUT/extraction_rl \\
                --preset paper --seeds 3 --publish
@@ -98,7 +100,8 @@ PRESETS = {
     "smoke": {"model": "tiny-random", "difficulty": (1, 1), "layouts": ("kv", "csv"), "n_train": 32, "n_test": 8,
               "warm_steps": 4, "batch_size": 4, "seq_len": 768, "max_new_tokens": 8, "eval_batch_size": 8,
               "rl.prompts_per_step": 2, "rl.group_size": 4, "rl.max_new_tokens": 8, "rl.max_sample_rounds": 2,
-              "rl.loop.steps": 2, "rl.loop.checkpoint_every": 2, "warm_optim.lr": 3e-3, "rl_optim.lr": 1e-3},
+              "rl.loop.steps": 2, "rl.loop.checkpoint_every": 2, "rl.loop.grad_accum": 1, "warm_optim.lr": 3e-3,
+              "rl_optim.lr": 1e-3},
     "paper": {"model": "smollm2-135m-instruct"},
 }
 
@@ -119,7 +122,8 @@ class Config:
     rl: RLConfig = RLConfig(prompts_per_step=16, group_size=8, ppo_epochs=1, max_new_tokens=128, temperature=1.0,
                             eps_low=0.2, eps_high=0.28, aggregation="token-mean", reward="partial",
                             dynamic_sampling=True, max_sample_rounds=3,
-                            loop=LoopConfig(steps=100, log_every=1, eval_every=100_000, checkpoint_every=25))
+                            loop=LoopConfig(steps=100, log_every=1, eval_every=100_000, checkpoint_every=25,
+                                            grad_accum=4))  # 4 x 32 rows: bounds SmolLM2's 49,152-way logits
     rl_optim: OptimConfig = OptimConfig(lr=3e-6, warmup_steps=10, schedule="constant", weight_decay=0.0,
                                         clip_norm=1.0)
     max_new_tokens: int = 128  # greedy evaluation

@@ -115,6 +115,7 @@ def test_paper_preset_is_smollm2_dapo_on_field_f1_and_listed_for_the_gpu(exp):
     assert cfg.model == "smollm2-135m-instruct" and cfg.n_test >= 300
     assert cfg.rl.reward == "partial" and cfg.rl.dynamic_sampling and cfg.rl.eps_high > cfg.rl.eps_low
     assert cfg.rl.max_new_tokens >= 100 and cfg.max_new_tokens == cfg.rl.max_new_tokens  # a whole record fits
+    assert cfg.rl.rows % cfg.rl.loop.grad_accum == 0
     script = (EXPERIMENT.parents[1] / "scripts" / "gpu_claims.sh").read_text()
     assert ('jaxlab run experiments/extraction_rl.py --workdir "$OUT/extraction_rl" --preset paper --seeds 3 '
             '--publish') in script
