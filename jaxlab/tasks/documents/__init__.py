@@ -16,7 +16,7 @@ offsets into BIO tags;
 
 from jaxlab.tasks.documents.extraction import DocumentExtraction
 from jaxlab.tasks.documents.generator import (Document, bio_label_names, bio_record, bio_spans, bio_tags,
-                                              render_document)
+                                              render_document, render_documents)
 from jaxlab.tasks.documents.records import field_scores, parse_json, parse_record
 from jaxlab.tasks.documents.tables import (TABLE_TASKS, Table, TableColumn, TableLookup, TableMerged,
                                            TablePartition, TableReverseLookup, TableRow, TableSize, draw_table,
@@ -28,4 +28,4 @@ DOCUMENT_TASKS = (DocumentExtraction(),) + tuple(cls() for cls in TABLE_TASKS)
 __all__ = ["DOCUMENT_TASKS", "Document", "DocumentExtraction", "TABLE_TASKS", "Table", "TableColumn",
            "TableLookup", "TableMerged", "TablePartition", "TableReverseLookup", "TableRow", "TableSize",
            "bio_label_names", "bio_record", "bio_spans", "bio_tags", "draw_table", "field_scores", "normalize",
-           "parse_json", "parse_record", "render_document", "serialize"]
+           "parse_json", "parse_record", "render_document", "render_documents", "serialize"]

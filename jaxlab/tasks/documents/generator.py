@@ -320,6 +320,34 @@ def render_document(rng: np.random.Generator, difficulty: int, *, kind: str | No
     return Document(kind, layout, "".join(text), record, {f: types[f] for f in asked}, spans)
 
 
+
+def render_documents(rng: np.random.Generator, n: int, difficulty: tuple[int, int], *, kinds=KINDS,
+                     layouts=LAYOUTS, noise: bool = True, max_bytes: int | None = None,
+                     max_draws: int | None = None) -> tuple[list[Document], int]:
+    """``n`` documents, each of a difficulty, kind and layout drawn uniformly from
+    ``difficulty`` (inclusive range), ``kinds`` and ``layouts``; a document whose UTF-8 text
+    is longer than ``max_bytes`` is drawn again (for a model with a fixed row length).
+    Returns (documents, how many were drawn again); more than ``max_draws`` draws in all
+    (default 10 n) is an error saying the limit is too tight."""
+    lo, hi = difficulty
+    if n < 0 or not 1 <= lo <= hi <= MAX_DIFFICULTY:
+        raise ValueError(f"need n >= 0 and 1 <= difficulty[0] <= difficulty[1] <= {MAX_DIFFICULTY}, "
+                         f"got n={n}, difficulty={difficulty}")
+    kinds, layouts = tuple(kinds), tuple(layouts)
+    max_draws = 10 * n if max_draws is None else max_draws
+    docs, redrawn = [], 0
+    while len(docs) < n:
+        if len(docs) + redrawn >= max_draws:
+            raise ValueError(f"{redrawn} of {len(docs) + redrawn} documents were over max_bytes={max_bytes}; "
+                             "raise it or lower the difficulty")
+        doc = render_document(rng, int(rng.integers(lo, hi + 1)), kind=V.pick(rng, kinds),
+                              layout=V.pick(rng, layouts), noise=noise)
+        if max_bytes is not None and len(doc.text.encode("utf-8")) > max_bytes:
+            redrawn += 1
+            continue
+        docs.append(doc)
+    return docs, redrawn
+
 def bio_tags(spans: dict, offsets, *, fields=None) -> list[str]:
     """BIO tags of tokens with character ``offsets`` [(start, end), ...] (any tokenizer's, e.g.
     ``tokenizers``' ``Encoding.offsets``) against field ``spans`` {field: (start, end)}: a token
