@@ -98,6 +98,8 @@ from jaxlab.losses.verifier import (
     verdict_word_mask,
 )
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterSpec
+from jaxlab.peft.runs import trainer_adapter
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.train.batch import apply_batch
 from jaxlab.train.fit import LoopConfig, fit
@@ -144,6 +146,9 @@ class Config:
     batch_size: int = 32
     seq_len: int = 96
     verifier_optim: OptimConfig = OptimConfig(lr=3e-5, warmup_steps=20, schedule="constant", weight_decay=0.0)
+    # An adapter for the GenRM verifier on the frozen warm-started model (--set
+    # genrm_peft.method=lora genrm_peft.rank=16); "none" fine-tunes every parameter.
+    genrm_peft: AdapterSpec = AdapterSpec(method="none")
     sample_chunk: int = 2048  # rows per generate call (one compiled shape)
     score_chunk: int = 256    # rows per scoring call
     seed: int = 0
@@ -272,6 +277,28 @@ def genrm_loss_sums(params, batch, key, *, model_cfg):
     c = cross_entropy_sums(logits, batch["targets"], batch["mask"] * batch["correct_scale"][:, None])
     return {"loss": v["nll"] + c["nll"], "verify_nll": v["nll"], "verify_correct": v["correct"],
             "count": v["count"]}
+
+
+def _genrm_normalize(sums):
+    n = jnp.maximum(sums["count"], 1.0)
+    return {"loss": sums["loss"] / n, "verify_nll": sums["verify_nll"] / n,
+            "verify_accuracy": sums["verify_correct"] / n, "count": sums["count"]}
+
+
+def train_genrm(workdir, verify_records, correct_records, *, cfg: Config, loop: LoopConfig, model_cfg,
+                init_params, mesh, tokenizer: Tokenizer = BYTES, progress: bool = True, base_path=None):
+    """The GenRM verifier trained from ``init_params`` (resumable in ``workdir``): every
+    parameter, or an adapter on them held frozen with ``cfg.genrm_peft`` (``base_path``, where
+    they are saved, is recorded with the adapter); the result's ``params`` is the verifier."""
+    init_params, adapter = trainer_adapter(cfg.genrm_peft, init_params, seed=loop.seed,
+                                           base_path=base_path)
+    return fit(workdir, name="genrm", loop=loop, optim=cfg.verifier_optim, mesh=mesh,
+               init_params=init_params, adapter=adapter, param_axes=transformer.param_axes,
+               loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=model_cfg),
+               source=GenRMSource(verify_records, correct_records, lam=cfg.lam,
+                                  batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
+                                  tokenizer=tokenizer),
+               normalize_fn=_genrm_normalize, progress=progress)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -417,19 +444,9 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     correct_records = [{"prompt": e.prompt, "response": s} for e, s, c in train_items if c]
     loop = LoopConfig(steps=cfg.verifier_steps, seed=cfg.seed, log_every=max(1, cfg.verifier_steps // 50),
                       eval_every=cfg.verifier_steps, checkpoint_every=cfg.verifier_steps)
-
-    def genrm_normalize(sums):
-        n = jnp.maximum(sums["count"], 1.0)
-        return {"loss": sums["loss"] / n, "verify_nll": sums["verify_nll"] / n,
-                "verify_accuracy": sums["verify_correct"] / n, "count": sums["count"]}
-
-    genrm = fit(workdir / "genrm", name="genrm", loop=loop, optim=cfg.verifier_optim, mesh=mesh,
-                init_params=gen_params, param_axes=transformer.param_axes,
-                loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=model_cfg),
-                source=GenRMSource(verify_records, correct_records, lam=cfg.lam,
-                                   batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
-                                   tokenizer=tok),
-                normalize_fn=genrm_normalize, progress=progress)
+    genrm = train_genrm(workdir / "genrm", verify_records, correct_records, cfg=cfg, loop=loop,
+                        model_cfg=model_cfg, init_params=gen_params, mesh=mesh, tokenizer=tok,
+                        progress=progress, base_path=workdir / "warm")
 
     # 4. classifier head on the same verification prompts and labels
     train_rows = verification_rows([e.prompt for e, _, _ in train_items], [s for _, s, _ in train_items],
@@ -444,7 +461,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     flat_problems = [e.prompt for e, sols in zip(test, test_sols) for _ in sols]
     test_rows = scoring_rows(flat_problems, [s for sols in test_sols for s in sols], cfg.seq_len, tok)
     yes_no = verdict_ids(tok)
-    g_PN = _scores_in_chunks(lambda r: genrm_scores(genrm.state.params, r, model_cfg, *yes_no), test_rows,
+    genrm_params = genrm.params  # merged with the base under genrm_peft
+    g_PN = _scores_in_chunks(lambda r: genrm_scores(genrm_params, r, model_cfg, *yes_no), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)
     c_PN = _scores_in_chunks(lambda r: classifier_scores(clf.state.params, r, model_cfg), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)

@@ -6,6 +6,7 @@ import dataclasses
 
 from jaxlab.data.pipeline import DataConfig
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.samplers import SampleConfig
 from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
@@ -16,12 +17,16 @@ from jaxlab.train.sharding import MeshConfig
 class TrainConfig:
     """Pre-training settings: the data shape of a step, the loss's extra term and the
     validation size; ``loop`` holds what every trainer shares (steps, seed, grad_accum,
-    log/eval/checkpoint intervals, kept checkpoints: :class:`jaxlab.train.fit.LoopConfig`)."""
+    log/eval/checkpoint intervals, kept checkpoints: :class:`jaxlab.train.fit.LoopConfig`).
+    ``peft``: an adapter trained on the frozen starting params (``model.hf_path``'s weights,
+    or a fresh init), e.g. ``--set train.peft.method=lora train.peft.rank=16``; method "none"
+    (the default) trains every parameter."""
     batch_size: int = 16  # sequences per optimizer step, over all devices and processes
     seq_len: int = 256
     z_loss: float = 0.0
     eval_batches: int = 8  # validation batches per evaluation (fewer if the split is smaller)
     loop: LoopConfig = LoopConfig(steps=1000)
+    peft: AdapterSpec = AdapterSpec(method="none")
 
     def __post_init__(self):
         for name in ("batch_size", "seq_len", "eval_batches"):

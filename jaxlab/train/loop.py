@@ -31,6 +31,8 @@ from jaxlab import config as config_lib
 from jaxlab.data import ByteTokenizer, DataError, lm_dataset
 from jaxlab.data.pipeline import pad_batch
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import count_trainable
+from jaxlab.peft.runs import trainer_adapter
 from jaxlab.samplers import generate, pad_prompts
 from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
@@ -174,20 +176,24 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model,
                                        byte_vocab=256 if byte_tokens else 0))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
+    init_params, adapter = trainer_adapter(
+        tcfg.peft, hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
+        seed=tcfg.loop.seed, base_path=cfg.model.hf_path)
     fitted = fit(
         workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh,
-        init_params=hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
+        init_params=init_params, adapter=adapter,
         param_axes=transformer.param_axes,
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),
         source=IteratorSource(iter(train_ds)),
         evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
         tokens_per_step=tokens_per_step, progress=progress)
-    state, last_eval = fitted.state, fitted.last_eval
-    sample = sample_text(state.params, cfg, cfg.prompt, tcfg.loop.seed, mesh, tokenizer)
+    params, last_eval = fitted.params, fitted.last_eval
+    sample = sample_text(params, cfg, cfg.prompt, tcfg.loop.seed, mesh, tokenizer)
     results = {
         "name": cfg.name,
         "steps": tcfg.loop.steps,
-        "params": transformer.count_params(state.params),
+        "params": transformer.count_params(params),
+        "trainable_params": count_trainable(fitted.state.params),
         "tokens_seen": tcfg.loop.steps * tokens_per_step,
         "train_loss": fitted.last("train/loss"),
         "val_loss": last_eval["loss"],

@@ -4,6 +4,7 @@ is the base."""
 
 import math
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,6 +21,7 @@ from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sft import SFTConfig, train_sft
 
+REPO = Path(__file__).resolve().parents[2]
 CFG = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
                          head_dim=16, mlp_dim=64)
 RECORDS = [{"prompt": f"{a}+{b}=", "response": str(a + b)} for a in range(4) for b in range(4)]
@@ -123,3 +125,50 @@ def test_dpo_adapter_reference_is_the_base_in_both_modes(tmp_path):
     with pytest.raises(ValueError, match="reference is the frozen base"):
         train_dpo(tmp_path / "x", PAIRS, model_cfg=CFG, dpo=dpo, optim=OPTIM, mesh=_mesh(),
                   init_params=base, ref_params=transformer.init(CFG, jax.random.key(5)), progress=False)
+
+
+@pytest.mark.slow
+def test_genrm_verifier_trains_an_adapter(tmp_path):
+    from jaxlab import cli
+    from jaxlab.data.chat import verification_record
+
+    exp = cli.load_experiment(REPO / "experiments" / "genrm_verifier.py")
+    cfg = exp.Config(genrm_peft=SPEC, batch_size=4, seq_len=48, lam=0.5,
+                     verifier_optim=OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0))
+    verify = [verification_record(f"{a}+{a}=", str(2 * a + a % 2), a % 2 == 0) for a in range(8)]
+    correct = [{"prompt": f"{a}+{a}=", "response": str(2 * a)} for a in range(0, 8, 2)]
+    base = transformer.init(exp.TINY, jax.random.key(0))
+    result = exp.train_genrm(tmp_path, verify, correct, cfg=cfg, model_cfg=exp.TINY, init_params=base,
+                             mesh=_mesh(), progress=False, base_path="warm",
+                             loop=LoopConfig(steps=4, log_every=1, eval_every=10, checkpoint_every=10))
+    assert {p.rsplit("[", 1)[-1] for p in _leaves(result.state.params)} == {"'lora_a']", "'lora_b']"}
+    losses = [r["train/loss"] for r in result.records if "train/loss" in r]
+    assert losses[-1] < losses[0]
+    merged = _leaves(merge(base, result.state.params, SPEC))
+    for k, v in _leaves(result.params).items():
+        np.testing.assert_array_equal(v, merged[k])
+    assert read_meta(tmp_path, 4)["adapter"]["base"]["path"] == "warm"
+
+
+@pytest.mark.slow
+def test_the_runner_trains_an_adapter_from_overrides(tmp_path):
+    import json
+
+    from jaxlab import cli
+    from jaxlab.peft import count_trainable
+
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    tiny = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
+            "model.head_dim=16", "model.mlp_dim=64", "train.batch_size=8", "train.seq_len=32",
+            "train.eval_batches=1", "optim.warmup_steps=0", "sample.max_new_tokens=4", "data.chunk_bytes=512",
+            f"data.path={tmp_path / 'corpus.txt'}", f"data.data_dir={tmp_path / 'tfds'}"]
+    workdir = tmp_path / "run"
+    assert cli.main(["run", str(REPO / "experiments" / "quickstart.py"), "--workdir", str(workdir),
+                     "--no-progress", "--set", *tiny, "train.loop.steps=2", "train.peft.method=lora",
+                     "train.peft.rank=2", "train.peft.targets=qv"]) == 0
+    results = json.loads((workdir / "results.json").read_text())
+    spec, trainable, base = load_adapter_run(workdir)
+    assert spec == AdapterSpec(method="lora", targets="qv", rank=2)
+    assert set(trainable["layers"]["attn"]) == {"q", "v"}
+    assert results["trainable_params"] == count_trainable(trainable) < results["params"] // 10
+    assert base["path"] is None and len(base["sha256"]) == 64
