@@ -130,7 +130,8 @@ class RLConfig:
         if not self.temperature > 0:
             raise ValueError(f"rl.temperature must be > 0 (sampling), got {self.temperature}")
         checks = (("advantage", self.advantage, tuple(ADVANTAGES)), ("overlong", self.overlong, OVERLONG),
-                  ("mode", self.mode, MODES), ("reward", self.reward, REWARDS), ("aggregation", self.aggregation, policy_lib.AGGREGATIONS),
+                  ("mode", self.mode, MODES), ("reward", self.reward, REWARDS),
+                  ("aggregation", self.aggregation, policy_lib.AGGREGATIONS),
                   ("ratio_level", self.ratio_level, policy_lib.RATIO_LEVELS),
                   ("kl_kind", self.kl_kind, policy_lib.KL_KINDS))
         for name, value, allowed in checks:
@@ -264,7 +265,8 @@ class RolloutSource:
         extra["retry_success"] = float(correct.mean())
         return {"prompts": contexts, "tokens": tokens, "masks": masks, "logps": logps,
                 "rewards": rewards.reshape(-1, G), "correct": correct.reshape(-1, G),
-                "score": score.reshape(-1, G), "lengths": lengths.reshape(-1, G), "truncated": out["truncated"].reshape(-1, G),
+                "score": score.reshape(-1, G), "lengths": lengths.reshape(-1, G),
+                "truncated": out["truncated"].reshape(-1, G),
                 "extra": extra}, extra
 
     # --- one rollout batch ------------------------------------------------------------
