@@ -15,6 +15,8 @@ output axes; stacked layers keep their leading [L] axis, each layer with its own
 
     LoRA        dW = s A B,             A [n, r] ~ N(0, 1/n), B [r, m] = 0,
                 s = alpha / r, or alpha / sqrt(r) with ``rslora`` (Kalajdzievski 2023)
+    EVA         LoRA's dW with A from the top right singular vectors of the kernel's input
+                activations and per-layer ranks by explained variance (:mod:`jaxlab.peft.eva`)
     DoRA        W  = m_c * V / ||V||_c,  V = W0 + s A B, ||.||_c the norm over the input dim
                 of each output column, m_c [m] initialised to ||W0||_c (Liu et al. 2024)
     SingLoRA    dW = (alpha / r) u(t) A*[:n] A*[:m]^T,  A* [max(n, m), r] ~ N(0, 1/max(n, m)),
@@ -43,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-METHODS = ("lora", "dora", "singlora", "fourierft")
+METHODS = ("lora", "dora", "singlora", "fourierft", "eva")
 NO_ADAPTER = "none"  # a spec that attaches nothing (trainers' default: full fine-tuning)
 # How many leading axes of each kernel (after the [L] layer axis) are its input axes.
 INPUT_AXES = {"attn/q": 1, "attn/k": 1, "attn/v": 1, "attn/o": 2,
@@ -69,7 +71,7 @@ class AdapterSpec:
     adapters (full fine-tuning): it is the default of every trainer's ``peft`` field, so that
     ``--set sft.peft.method=lora sft.peft.rank=16`` turns adapters on from the command line."""
 
-    method: Literal["lora", "dora", "singlora", "fourierft", "none"] = "lora"
+    method: Literal["lora", "dora", "singlora", "fourierft", "eva", "none"] = "lora"
     targets: str = "attn"
     rank: int = 8
     alpha: float = 16.0
@@ -79,6 +81,8 @@ class AdapterSpec:
     frequency_bias: bool = False   # FourierFT: low-frequency-biased positions
     bias_sigma: float = 0.1
     seed: int = 0                  # FourierFT positions
+    rho: float = 2.0               # EVA: components kept per matrix (ceil(rho r)), the rank cap
+    eva_threshold: float = 0.99    # EVA: stop a matrix's SVD once its components' |cos| >= this
 
     def __post_init__(self):
         if self.method not in METHODS and self.method != NO_ADAPTER:
@@ -86,6 +90,9 @@ class AdapterSpec:
         if self.rank < 1 or self.n_frequencies < 1 or self.ramp_steps < 1:
             raise AdapterError(f"rank, n_frequencies and ramp_steps must be >= 1, got {self.rank}, "
                                f"{self.n_frequencies}, {self.ramp_steps}")
+        if not self.rho >= 1.0 or not 0.0 < self.eva_threshold <= 1.0:
+            raise AdapterError(f"rho must be >= 1 and eva_threshold in (0, 1], got {self.rho}, "
+                               f"{self.eva_threshold}")
 
     @property
     def enabled(self) -> bool:
@@ -149,6 +156,9 @@ def attach(params: dict, spec: AdapterSpec, key: jax.Array) -> tuple[dict, dict]
     (module docstring), nested by module path."""
     if not spec.enabled:
         raise AdapterError('method "none" attaches no adapter; train the params themselves')
+    if spec.method == "eva":
+        raise AdapterError("EVA initialises from activations: use jaxlab.peft.eva.eva_init(params, spec, "
+                           "batches, model_cfg)")
     trainable = {}
     for i, (path, w) in enumerate(sorted(targeted(params, spec).items())):
         lead, n, m = _layout(path, w)
@@ -173,7 +183,7 @@ def attach(params: dict, spec: AdapterSpec, key: jax.Array) -> tuple[dict, dict]
 
 def delta_nm(leaves: dict, spec: AdapterSpec, n: int, m: int, step=None) -> jax.Array:
     """dW [..., n, m] of one kernel's adapter leaves (LoRA, SingLoRA, FourierFT)."""
-    if spec.method in ("lora", "dora"):
+    if spec.method in ("lora", "dora", "eva"):
         return spec.scale * jnp.einsum("...nr,...rm->...nm", leaves["lora_a"], leaves["lora_b"])
     if spec.method == "singlora":
         a = leaves["single_a"]
@@ -215,8 +225,8 @@ def inline(frozen: dict, trainable: dict, spec: AdapterSpec) -> dict:
     ``lora_b`` = B), for :func:`jaxlab.nn.linear.dense` to add s A B to the kernel inside the
     layer scan: the same outputs as :func:`merge`, without materialising every adapted weight
     at once, and the way to train LoRA on a quantized base (:func:`quantize_base`)."""
-    if spec.method != "lora":
-        raise AdapterError(f"inline adapters are LoRA only; merge {spec.method!r} adapters instead")
+    if spec.method not in ("lora", "eva"):
+        raise AdapterError(f"inline adapters are LoRA (and EVA) only; merge {spec.method!r} adapters instead")
     flat = traverse_util.flatten_dict(frozen, sep="/")
     for path, leaf in traverse_util.flatten_dict(trainable, sep="/").items():
         module, name = path.rsplit("/", 1)
