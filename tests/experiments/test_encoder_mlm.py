@@ -43,11 +43,11 @@ def test_smoke_run_reports_validation_mlm_and_fills_and_extends(tmp_path):
     assert params["embed"]["embedding"].shape == (264, 32)
 
     # Extended with more steps, the run continues from its last checkpoint.
-    assert _run(tmp_path, "mlm.loop.steps=6") == 0
+    assert _run(tmp_path, "mlm.loop.steps=5") == 0
     more = json.loads((tmp_path / "results.json").read_text())
-    assert more["resumed_from"] == 4 and more["steps"] == 6
+    assert more["resumed_from"] == 4 and more["steps"] == 5
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "val/loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in records if "val/loss" in r] == [2, 4, 5]
 
 
 def test_unknown_or_changed_settings_fail_clearly(tmp_path, capsys):
