@@ -290,14 +290,19 @@ def train_genrm(workdir, verify_records, correct_records, *, cfg: Config, loop: 
     """The GenRM verifier trained from ``init_params`` (resumable in ``workdir``): every
     parameter, or an adapter on them held frozen with ``cfg.genrm_peft`` (``base_path``, where
     they are saved, is recorded with the adapter); the result's ``params`` is the verifier."""
-    init_params, adapter = trainer_adapter(cfg.genrm_peft, init_params, seed=loop.seed,
-                                           base_path=base_path)
+    def source():
+        return GenRMSource(verify_records, correct_records, lam=cfg.lam, batch_size=cfg.batch_size,
+                           seq_len=cfg.seq_len, seed=cfg.seed, tokenizer=tokenizer)
+
+    def eva_batches():  # EVA reads the verifier's own batches (a separate reader)
+        reader = source()
+        return (reader.next(None, step)[0] for step in range(1, loop.steps + 1))
+
+    init_params, adapter = trainer_adapter(cfg.genrm_peft, init_params, seed=loop.seed, base_path=base_path,
+                                           model_cfg=model_cfg, eva_batches=eva_batches, progress=progress)
     return fit(workdir, name="genrm", loop=loop, optim=cfg.verifier_optim, mesh=mesh,
                init_params=init_params, adapter=adapter, param_axes=transformer.param_axes,
-               loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=model_cfg),
-               source=GenRMSource(verify_records, correct_records, lam=cfg.lam,
-                                  batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
-                                  tokenizer=tokenizer),
+               loss_sums_fn=functools.partial(genrm_loss_sums, model_cfg=model_cfg), source=source(),
                normalize_fn=_genrm_normalize, progress=progress)
 
 

@@ -159,14 +159,23 @@ def load_adapter_run(workdir: str | Path, *, base: dict | None = None,
 
 
 def trainer_adapter(spec: AdapterSpec, init_params, *, seed: int, base_path: str | Path | None = None,
-                    reference_is_base: bool = False, init: dict | None = None):
+                    reference_is_base: bool = False, init: dict | None = None,
+                    eva_batches: Callable[[], Any] | None = None, model_cfg=None, progress: bool = True):
     """(init_params, adapter) for a trainer's :func:`~jaxlab.train.fit.fit` call: unchanged and
     None when ``spec`` is "none"; else None and the :class:`AdapterRun` whose base is
     ``init_params`` (a pytree, or a function of a key called with ``key(seed)`` as ``fit``
-    would) and whose adapter is drawn from ``fold_in(key(seed), 1)`` (or is ``init``)."""
+    would) and whose adapter is drawn from ``fold_in(key(seed), 1)`` (or is ``init``). EVA
+    (method "eva") initialises from ``eva_batches()``, an iterator of the trainer's packed
+    batches (the same on every process), under ``model_cfg``."""
     if not spec.enabled:
         return init_params, None
     key = jax.random.key(seed)
     base = init_params(key) if callable(init_params) else init_params
+    if spec.method == "eva" and init is None:
+        from jaxlab.peft.eva import eva_init
+
+        if eva_batches is None or model_cfg is None:
+            raise AdapterError("EVA needs the trainer's batches (eva_batches) and model_cfg")
+        init, _ = eva_init(base, spec, eva_batches(), model_cfg, progress=progress)
     return None, adapter_run(spec, base, jax.random.fold_in(key, 1), base_path=base_path,
                              reference_is_base=reference_is_base, init=init)

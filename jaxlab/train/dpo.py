@@ -109,6 +109,15 @@ def pair_rows(pairs: Sequence[Mapping], seq_len: int, tokenizer: Tokenizer = BYT
     return rows
 
 
+def pair_batches(pairs: Sequence[Mapping], batch_size: int, seq_len: int, tokenizer: Tokenizer = BYTES):
+    """The rows of ``pairs`` in order, ``batch_size`` pairs (2 x batch_size rows, chosen then
+    rejected) per batch, with the five batch keys: what EVA reads."""
+    rows = pair_rows(pairs, seq_len, tokenizer)
+    for start in range(0, len(pairs), batch_size):
+        yield {k: np.concatenate([rows[f"{h}_{k}"][start:start + batch_size] for h in HALVES])
+               for k in BATCH_KEYS}
+
+
 def _half(batch: Mapping, half: str) -> dict:
     return {k: batch[f"{half}_{k}"] for k in BATCH_KEYS}
 
@@ -242,7 +251,8 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
                              "leave ref_params None")
         init_params, adapter = trainer_adapter(
             dpo.peft, init_params, seed=dpo.loop.seed, base_path=base_path,
-            reference_is_base=uses_ref and dpo.reference == "online")
+            reference_is_base=uses_ref and dpo.reference == "online", model_cfg=model_cfg,
+            progress=progress, eva_batches=lambda: pair_batches(pairs, dpo.batch_size, dpo.seq_len, tokenizer))
         ref_params = adapter.base
     if uses_ref and ref_params is None:
         if callable(init_params):

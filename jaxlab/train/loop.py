@@ -178,7 +178,9 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     init_params, adapter = trainer_adapter(
         tcfg.peft, hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
-        seed=tcfg.loop.seed, base_path=cfg.model.hf_path)
+        seed=tcfg.loop.seed, base_path=cfg.model.hf_path, model_cfg=cfg.model, progress=progress,
+        eva_batches=lambda: iter(lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
+                                            tokenizer=None if byte_tokens else tokenizer)))
     fitted = fit(
         workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh,
         init_params=init_params, adapter=adapter,

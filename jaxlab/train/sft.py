@@ -80,7 +80,10 @@ def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: tra
                      tokenizer=tokenizer)
     if init_params is None:
         init_params = functools.partial(transformer.init, model_cfg)
-    init_params, adapter = trainer_adapter(sft.peft, init_params, seed=sft.loop.seed, base_path=base_path)
+    init_params, adapter = trainer_adapter(
+        sft.peft, init_params, seed=sft.loop.seed, base_path=base_path, model_cfg=model_cfg, progress=progress,
+        eva_batches=lambda: iter(sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process,
+                                             seed=sft.loop.seed, repeat=True, tokenizer=tokenizer)))
     return fit(workdir, name=f"sft-{sft.loss}", loop=sft.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes,
                loss_sums_fn=functools.partial(sft_loss_sums, model_cfg=model_cfg, loss=sft.loss),

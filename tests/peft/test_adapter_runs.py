@@ -128,26 +128,39 @@ def test_dpo_adapter_reference_is_the_base_in_both_modes(tmp_path):
 
 
 @pytest.mark.slow
-def test_genrm_verifier_trains_an_adapter(tmp_path):
+def test_genrm_verifier_trains_an_eva_adapter_and_resumes_bitwise(tmp_path):
     from jaxlab import cli
     from jaxlab.data.chat import verification_record
 
     exp = cli.load_experiment(REPO / "experiments" / "genrm_verifier.py")
-    cfg = exp.Config(genrm_peft=SPEC, batch_size=4, seq_len=48, lam=0.5,
+    spec = AdapterSpec(method="eva", targets="qv", rank=2, alpha=4.0)
+    cfg = exp.Config(genrm_peft=spec, batch_size=4, seq_len=48, lam=0.5,
                      verifier_optim=OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0))
     verify = [verification_record(f"{a}+{a}=", str(2 * a + a % 2), a % 2 == 0) for a in range(8)]
     correct = [{"prompt": f"{a}+{a}=", "response": str(2 * a)} for a in range(0, 8, 2)]
     base = transformer.init(exp.TINY, jax.random.key(0))
-    result = exp.train_genrm(tmp_path, verify, correct, cfg=cfg, model_cfg=exp.TINY, init_params=base,
-                             mesh=_mesh(), progress=False, base_path="warm",
-                             loop=LoopConfig(steps=4, log_every=1, eval_every=10, checkpoint_every=10))
+
+    def train(workdir):
+        return exp.train_genrm(workdir, verify, correct, cfg=cfg, model_cfg=exp.TINY, init_params=base,
+                               mesh=_mesh(), progress=False, base_path="warm",
+                               loop=LoopConfig(steps=4, log_every=1, eval_every=10, checkpoint_every=2))
+
+    result = train(tmp_path / "a")
     assert {p.rsplit("[", 1)[-1] for p in _leaves(result.state.params)} == {"'lora_a']", "'lora_b']"}
     losses = [r["train/loss"] for r in result.records if "train/loss" in r]
     assert losses[-1] < losses[0]
-    merged = _leaves(merge(base, result.state.params, SPEC))
+    merged = _leaves(merge(base, result.state.params, spec))
     for k, v in _leaves(result.params).items():
         np.testing.assert_array_equal(v, merged[k])
-    assert read_meta(tmp_path, 4)["adapter"]["base"]["path"] == "warm"
+    assert read_meta(tmp_path / "a", 4)["adapter"]["base"]["path"] == "warm"
+    # Resumed from step 2 (EVA's initialisation recomputed from the same batches): bitwise equal.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
+    resumed = train(tmp_path / "b")
+    assert resumed.resumed_from == 2
+    again = _leaves(resumed.state.params)
+    for k, v in _leaves(result.state.params).items():
+        np.testing.assert_array_equal(v, again[k])
 
 
 @pytest.mark.slow
@@ -164,11 +177,11 @@ def test_the_runner_trains_an_adapter_from_overrides(tmp_path):
             f"data.path={tmp_path / 'corpus.txt'}", f"data.data_dir={tmp_path / 'tfds'}"]
     workdir = tmp_path / "run"
     assert cli.main(["run", str(REPO / "experiments" / "quickstart.py"), "--workdir", str(workdir),
-                     "--no-progress", "--set", *tiny, "train.loop.steps=2", "train.peft.method=lora",
+                     "--no-progress", "--set", *tiny, "train.loop.steps=2", "train.peft.method=eva",
                      "train.peft.rank=2", "train.peft.targets=qv"]) == 0
     results = json.loads((workdir / "results.json").read_text())
     spec, trainable, base = load_adapter_run(workdir)
-    assert spec == AdapterSpec(method="lora", targets="qv", rank=2)
+    assert spec == AdapterSpec(method="eva", targets="qv", rank=2)
     assert set(trainable["layers"]["attn"]) == {"q", "v"}
     assert results["trainable_params"] == count_trainable(trainable) < results["params"] // 10
     assert base["path"] is None and len(base["sha256"]) == 64
