@@ -4,6 +4,7 @@
     jaxlab convert jaxlab-to-hf SRC DST [--architecture A] [--dtype D] [--max-shard-bytes N]
     jaxlab convert gguf-to-jaxlab SRC.gguf DST [--dtype D]
     jaxlab convert jaxlab-to-gguf SRC DST.gguf [--dtype f16|q8_0]
+    jaxlab convert merge-adapter --base BASE --adapter RUN --to hf|gguf DST [--dtype D] [--step N]
 
 A jaxlab checkpoint is a folder:
 
@@ -22,6 +23,12 @@ default float32), the architecture is LlamaForCausalLM, ``hf_config`` keeps the 
 tokenizer.json + tokenizer_config.json (special tokens, chat template, add_bos_token) +
 generation_config.json (every stop id). jaxlab -> GGUF needs that byte-level BPE tokenizer;
 GGUF -> jaxlab -> GGUF (f16) gives back the same file when the source was written by jaxlab.
+
+``merge-adapter`` exports an adapter run (a trainer run with ``peft``: its checkpoint holds the
+adapter and the base's SHA-256) merged into its base, W = merge(base, adapter), as a Hugging
+Face folder or a GGUF file. BASE is anything ``jaxlab.interop.models.load_model`` reads (a
+registry name, a .gguf file, a Hugging Face or jaxlab folder), loaded in ``--base-dtype``
+(float32, as the trainers hold it); a base whose digest differs from the run's record is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ import orbax.checkpoint as ocp
 from jaxlab import config as config_lib
 from jaxlab.interop import gguf, hf
 from jaxlab.interop.tokenizer import TOKENIZER_FILES, TokenizerError
+from jaxlab.interop.models import ModelError
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterError
+from jaxlab.train.checkpoint import CheckpointError
 
 MODEL_FILE = "jaxlab_model.json"
 PARAMS_DIR = "params"
@@ -200,6 +210,47 @@ def jaxlab_to_gguf(src: str | Path, dst: str | Path, *, dtype: str = "f16") -> P
     return gguf.save(dst, cfg, params, tokenizer, dtype=dtype, context_length=int(context))
 
 
+def merge_adapter(base: str | Path, adapter: str | Path, dst: str | Path, *, to: str = "hf",
+                  dtype: str | None = None, step: int | None = None, base_dtype: str = "float32") -> Path:
+    """Writes ``merge(base, adapter)`` of an adapter run's checkpoint (newest step unless
+    ``step``) as a Hugging Face folder (``to="hf"``, ``dtype`` as jaxlab-to-hf) or a llama GGUF
+    file (``to="gguf"``, ``dtype`` f16 or q8_0); the base must be the one the run trained on."""
+    from jaxlab.interop.models import load_model
+    from jaxlab.peft.adapters import merge
+    from jaxlab.peft.runs import load_adapter_run
+
+    if to not in ("hf", "gguf"):
+        raise ConvertError(f"--to must be hf or gguf, got {to!r}")
+    dst = Path(dst)
+    if to == "hf":
+        _require_empty(dst)
+    elif dst.exists():
+        raise ConvertError(f"{dst} already exists; choose a new file name")
+    cfg, params, tokenizer = load_model(base, dtype=base_dtype)
+    spec, trainable, _ = load_adapter_run(adapter, base=params, step=step)
+    merged = jax.device_get(merge(params, trainable, spec))
+    base_dir = Path(base) if Path(base).is_dir() else None
+    if to == "gguf":
+        if not isinstance(tokenizer, hf.HFTokenizer):
+            raise ConvertError(f"{base} has no byte-level BPE tokenizer; a GGUF file needs one")
+        return gguf.save(dst, cfg, merged, tokenizer, dtype=dtype or "f16")
+    architecture, extra = None, {}
+    if base_dir is not None and (base_dir / MODEL_FILE).is_file():
+        info = read_jaxlab_info(base_dir)
+        architecture, extra = info.get("architecture"), info.get("hf_config") or {}
+    elif base_dir is not None and (base_dir / hf.CONFIG_FILE).is_file():
+        extra = hf.read_config(base_dir)
+        architecture = hf.family_of(extra).architecture
+    elif isinstance(tokenizer, hf.HFTokenizer):
+        extra = {k: v for k, v in (("bos_token_id", tokenizer.bos_id), ("eos_token_id", list(tokenizer.eos_ids)),
+                                   ("pad_token_id", tokenizer.pad_id)) if v not in (None, [])}
+    out = hf.save(dst, cfg, merged, architecture=architecture, dtype=dtype, extra_config=extra)
+    if base_dir is None or not _copy_tokenizer_files(base_dir, out):
+        if isinstance(tokenizer, hf.HFTokenizer):
+            _write_tokenizer(tokenizer, out)
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxlab convert",
@@ -234,6 +285,16 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", choices=gguf.SAVE_DTYPES, default="f16",
                    help="f16, or q8_0 (8-bit blocks of 32; matrices whose rows are not a multiple "
                         "of 32 stay f16); norms are always f32 (default f16)")
+    e = sub.add_parser("merge-adapter", help="adapter run + its base -> merged Hugging Face folder or GGUF")
+    e.add_argument("--base", required=True, help="the base the run trained on: a registry name, .gguf "
+                                                 "file, Hugging Face or jaxlab folder")
+    e.add_argument("--adapter", required=True, help="the adapter run's workdir (or its checkpoints/)")
+    e.add_argument("--to", choices=("hf", "gguf"), required=True)
+    e.add_argument("dst", help="new folder (hf) or .gguf file (gguf)")
+    e.add_argument("--dtype", default=None, help="stored dtype: hf as jaxlab-to-hf, gguf f16 (default) or q8_0")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    e.add_argument("--base-dtype", choices=sorted(hf.DTYPES), default="float32",
+                   help="dtype the base is read in, as the run held it (default float32)")
     return parser
 
 
@@ -248,9 +309,13 @@ def convert_main(argv: list[str]) -> int:
                                max_shard_bytes=args.max_shard_bytes)
         elif args.direction == "gguf-to-jaxlab":
             out = gguf_to_jaxlab(args.src, args.dst, dtype=args.dtype, progress=True)
+        elif args.direction == "merge-adapter":
+            out = merge_adapter(args.base, args.adapter, args.dst, to=args.to, dtype=args.dtype,
+                                step=args.step, base_dtype=args.base_dtype)
         else:
             out = jaxlab_to_gguf(args.src, args.dst, dtype=args.dtype)
-    except (hf.HFCheckpointError, ConvertError, TokenizerError, gguf.GGUFError) as e:
+    except (hf.HFCheckpointError, ConvertError, TokenizerError, gguf.GGUFError, AdapterError,
+            CheckpointError, ModelError) as e:
         print(f"jaxlab convert: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}")
