@@ -43,7 +43,8 @@ Presets.
     preconditions.
   paper: SmolLM2-135M-Instruct (greedy), 6 tasks x 2 problems x 4 serialisations x 2 seeds
     (96 answers), difficulty 1 (2-4 data rows, 2-3 columns), 1 shot, sized from the pilot
-    (about 15 s per answer on the 2 shared CPU cores) to finish in about 25 minutes. It is
+    (about 15 s per answer on the 2 shared CPU cores) to finish in about 25 minutes (measured:
+    27 minutes, with the machine's load average near 10). It is
     small: an interval over 24 paired problems is wide, and an inconclusive verdict is the
     likely honest answer; on a GPU, raise n_problems (e.g. --set n_problems=50) and seeds.
 
