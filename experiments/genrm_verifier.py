@@ -211,6 +211,8 @@ def record_rows(records, seq_len: int, tokenizer: Tokenizer = BYTES) -> dict:
 class RowSource:
     """Shuffled epochs of fixed rows (a dict of [N, ...] arrays), ``batch_size`` per step."""
 
+    uses_params = False
+
     def __init__(self, rows, batch_size, seed):
         self.rows, self.batch_size, self.seed, self.cursor = rows, batch_size, seed, 0
         self.n = len(next(iter(rows.values())))
@@ -239,6 +241,8 @@ class GenRMSource:
     ``correct_scale`` [B] = lam * N_v / N_c on the correct rows (N_v, N_c: the step's target
     counts), so that summing verify_nll + scale * correct_nll and dividing by N_v gives
     L_SFT(D_verify) + lam * L_SFT(D_correct) exactly."""
+
+    uses_params = False
 
     def __init__(self, verify_records, correct_records, *, lam, batch_size, seq_len, seed,
                  tokenizer: Tokenizer = BYTES):

@@ -124,7 +124,7 @@ def layer_inputs(params: dict, batch: Mapping, model_cfg: transformer.Config) ->
             "mlp_hidden": seen["mlp_hidden"]}
 
 
-_jit_layer_inputs = jax.jit(layer_inputs, static_argnums=2)
+jit_layer_inputs = jax.jit(layer_inputs, static_argnums=2)
 
 
 def eva_components(params: dict, spec: AdapterSpec, batches: Iterable[Mapping], model_cfg: transformer.Config,
@@ -145,7 +145,7 @@ def eva_components(params: dict, spec: AdapterSpec, batches: Iterable[Mapping], 
             if step >= max_batches:
                 break
             keep = np.asarray(batch["segment_ids"]).reshape(-1) > 0
-            acts = jax.device_get(_jit_layer_inputs(params, {key: batch[key] for key in
+            acts = jax.device_get(jit_layer_inputs(params, {key: batch[key] for key in
                                                              ("inputs", "positions", "segment_ids")}, model_cfg))
             for m in modules:
                 if states[m].done.all():

@@ -170,7 +170,7 @@ def trainer_adapter(spec: AdapterSpec, init_params, *, seed: int, base_path: str
     if not spec.enabled:
         return init_params, None
     key = jax.random.key(seed)
-    base = init_params(key) if callable(init_params) else init_params
+    base = jax.jit(init_params)(key) if callable(init_params) else init_params
     if spec.method == "eva" and init is None:
         from jaxlab.peft.eva import eva_init
 

@@ -39,9 +39,12 @@ def _adapter_checkpoint(workdir, base, base_path):
     return trainable
 
 
+_apply = jax.jit(transformer.apply, static_argnums=2)
+
+
 def _logits(params):
     tokens = jnp.asarray(TOKENIZER.encode("hello world, x = 12345")[None], jnp.int32)
-    return np.asarray(transformer.apply(params, tokens, CFG))
+    return np.asarray(_apply(params, tokens, CFG))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -29,6 +30,15 @@ PAIRS = [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1
          for a in range(4) for b in range(4)]
 SPEC = AdapterSpec(method="lora", targets="all", rank=2, alpha=4.0)
 OPTIM = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0)
+
+
+def _base(cfg, seed):
+    """Random params in the model's tree (drawn with numpy: compiling init costs seconds)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda key: transformer.init(cfg, key), jax.random.key(0))
+    return jax.tree_util.tree_map_with_path(
+        lambda p, s: jnp.asarray(1.0 + 0.1 * rng.standard_normal(s.shape) if "scale" in jax.tree_util.keystr(p)
+                                 else 0.2 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
 def _mesh():
@@ -56,7 +66,7 @@ def test_peft_is_set_from_overrides():
 
 @pytest.mark.slow
 def test_sft_adapter_trains_the_adapter_alone_and_resumes_bitwise(tmp_path):
-    base = transformer.init(CFG, jax.random.key(0))
+    base = _base(CFG, 0)
     base_before = _leaves(base)
     full = _sft(tmp_path / "full", base)
     # The state: adapter leaves only, and the optimizer moments cover them alone.
@@ -94,7 +104,7 @@ def test_sft_adapter_trains_the_adapter_alone_and_resumes_bitwise(tmp_path):
     assert spec == SPEC
     np.testing.assert_array_equal(trainable["layers"]["mlp"]["down"]["lora_a"],
                                   a["['layers']['mlp']['down']['lora_a']"])
-    other = transformer.init(CFG, jax.random.key(1))
+    other = _base(CFG, 1)
     with pytest.raises(AdapterError, match="SHA-256"):
         load_adapter_run(cut, base=other)
     with pytest.raises(AdapterError, match="SHA-256"):
@@ -107,7 +117,7 @@ def test_sft_adapter_trains_the_adapter_alone_and_resumes_bitwise(tmp_path):
 
 @pytest.mark.slow
 def test_dpo_adapter_reference_is_the_base_in_both_modes(tmp_path):
-    base = transformer.init(CFG, jax.random.key(0))
+    base = _base(CFG, 0)
     runs = {}
     for mode in ("precomputed", "online"):
         dpo = DPOConfig(reference=mode, batch_size=8, seq_len=16, peft=SPEC,
@@ -124,7 +134,7 @@ def test_dpo_adapter_reference_is_the_base_in_both_modes(tmp_path):
     assert runs["online"].records[1]["train/loss"] != runs["online"].records[0]["train/loss"]
     with pytest.raises(ValueError, match="reference is the frozen base"):
         train_dpo(tmp_path / "x", PAIRS, model_cfg=CFG, dpo=dpo, optim=OPTIM, mesh=_mesh(),
-                  init_params=base, ref_params=transformer.init(CFG, jax.random.key(5)), progress=False)
+                  init_params=base, ref_params=_base(CFG, 5), progress=False)
 
 
 @pytest.mark.slow
@@ -138,7 +148,7 @@ def test_genrm_verifier_trains_an_eva_adapter_and_resumes_bitwise(tmp_path):
                      verifier_optim=OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0))
     verify = [verification_record(f"{a}+{a}=", str(2 * a + a % 2), a % 2 == 0) for a in range(8)]
     correct = [{"prompt": f"{a}+{a}=", "response": str(2 * a)} for a in range(0, 8, 2)]
-    base = transformer.init(exp.TINY, jax.random.key(0))
+    base = _base(exp.TINY, 0)
 
     def train(workdir):
         return exp.train_genrm(workdir, verify, correct, cfg=cfg, model_cfg=exp.TINY, init_params=base,

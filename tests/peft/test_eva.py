@@ -2,7 +2,10 @@
 re-allocated within the budget towards the high-variance matrix, the kernel inputs are the
 model's, and the initialised adapter leaves the model unchanged and merges like LoRA."""
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,9 +17,11 @@ from jaxlab.peft.eva import (
     allocate_ranks,
     eva_init,
     explained_variance_ratio,
-    layer_inputs,
+    jit_layer_inputs,
     svd_update,
 )
+
+captured_mlp = jax.jit(functools.partial(transformer.apply, capture=("mlp_hidden", "mlp_out")), static_argnums=2)
 
 CFG = transformer.Config(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                          mlp_dim=48)
@@ -84,7 +89,12 @@ def test_rank_allocation_fills_the_budget_favouring_high_explained_variance():
 
 @pytest.fixture(scope="module")
 def params():
-    return transformer.init(CFG, jax.random.key(0))
+    """Random params in the model's tree (drawn with numpy: compiling init costs seconds)."""
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda key: transformer.init(CFG, key), jax.random.key(0))
+    return jax.tree_util.tree_map_with_path(
+        lambda p, s: jnp.asarray(1.0 + 0.1 * rng.standard_normal(s.shape) if "scale" in jax.tree_util.keystr(p)
+                                 else 0.2 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
 def _batch(seed, b=4, t=12):
@@ -96,14 +106,13 @@ def _batch(seed, b=4, t=12):
 
 def test_layer_inputs_are_what_the_kernels_read(params):
     batch = _batch(1)
-    acts = layer_inputs(params, batch, CFG)
+    acts = jit_layer_inputs(params, batch, CFG)
     layers = params["layers"]
-    _, seen = transformer.apply(params, batch["inputs"], CFG, positions_BT=batch["positions"],
-                                segment_ids_BT=batch["segment_ids"], capture=("mlp_hidden", "mlp_out"))
+    _, seen = captured_mlp(params, batch["inputs"], CFG, positions_BT=batch["positions"],
+                           segment_ids_BT=batch["segment_ids"])
+    hidden = jax.jit(jax.vmap(lambda p, x: mlp_hidden(p, x, CFG.mlp_type)))(layers["mlp"], acts["mlp_in"])
     for l in range(CFG.n_layers):
-        layer_mlp = jax.tree.map(lambda x: x[l], layers["mlp"])
-        np.testing.assert_allclose(mlp_hidden(layer_mlp, acts["mlp_in"][l], CFG.mlp_type), seen["mlp_hidden"][l],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(hidden[l], seen["mlp_hidden"][l], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(acts["mlp_hidden"][l] @ layers["mlp"]["down"]["kernel"][l], seen["mlp_out"][l],
                                    rtol=1e-4, atol=1e-5)
     assert acts["attn_in"].shape == (CFG.n_layers, 4, 12, CFG.d_model)
