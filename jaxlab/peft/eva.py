@@ -136,7 +136,8 @@ def eva_components(params: dict, spec: AdapterSpec, batches: Iterable[Mapping], 
     unsupported = [m for m in modules if m not in EVA_INPUTS]
     if unsupported:
         raise AdapterError(f"EVA reads the inputs of {sorted(EVA_INPUTS)}; targets={spec.targets!r} "
-                           f"also selects {unsupported}")
+                           f"also selects {unsupported} (the attention context o reads is not captured): "
+                           "use targets 'qv', 'mlp' or r'^layers/(attn/(q|k|v)|mlp/(gate|up|down))$'")
     k = math.ceil(spec.rho * spec.rank)
     states = {m: SVDState.empty(model_cfg.n_layers, k, _layout(m, targeted(params, spec)[m])[1]) for m in modules}
     bar = tqdm(total=max_batches, desc="eva", unit="batch", disable=not progress, dynamic_ncols=True)
