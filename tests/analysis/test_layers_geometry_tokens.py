@@ -101,3 +101,29 @@ def test_ranking_agreement_falls_with_deprecation_under_drift():
     assert drifted < even - 0.1  # half the models keep their first-phase scores while skills moved
     with pytest.raises(ValueError, match="deprecated_fraction"):
         leaderboard.ranking_agreement(0, deprecated_fraction=1.0)
+
+
+def test_unreachable_byte_tokens_are_the_lone_high_bytes():
+    from jaxlab.data import ByteTokenizer
+
+    np.testing.assert_array_equal(tokens.unreachable_ids(ByteTokenizer()), np.arange(128, 256))
+
+
+@pytest.mark.slow
+def test_repeat_probabilities_match_one_unpadded_forward_pass():
+    import jax
+
+    from jaxlab.data import ByteTokenizer
+    from jaxlab.models import transformer
+
+    tok = ByteTokenizer()
+    cfg = transformer.Config(vocab_size=259, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64)
+    params = transformer.init(cfg, jax.random.key(0))
+    ids = [65, 200, 7]
+    got = tokens.repeat_probabilities(params, cfg, tok, ids, batch_size=4)  # 6 prompts over two batches
+    rows = tokens.repeat_rows(tok, ids)
+    assert rows[1][1].tolist() == [tok.bos_id, 200, 32, 200, 32, 200, 32]
+    apply = jax.jit(transformer.apply, static_argnums=2)
+    for t, per_token, p in zip(ids, rows, got):
+        direct = [float(jax.nn.softmax(apply(params, r[None], cfg)[0, -1])[t]) for r in per_token]
+        assert p == pytest.approx(max(direct), rel=1e-4)
