@@ -1,4 +1,5 @@
-"""Writes the README's claims table from the published runs under results/.
+"""Writes the README's claims tables from the published runs under results/ (each table lists the
+experiments named in its start marker; every experiment with a CLAIM must be in one).
 
     python scripts/claims_table.py           # rewrite the table in README.md
     python scripts/claims_table.py --check   # exit 1 when README.md and results/ disagree
@@ -18,10 +19,10 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
     args = parser.parse_args(argv)
     readme = (REPO / "README.md").read_text()
-    new = claims.readme_with_table(readme, claims.claims_table(REPO))
+    new = claims.readme_with_tables(readme, REPO)
     if args.check:
         if new != readme:
-            print("README.md's claims table differs from results/: run python scripts/claims_table.py",
+            print("README.md's claims tables differ from results/: run python scripts/claims_table.py",
                   file=sys.stderr)
             return 1
         return 0

@@ -121,10 +121,22 @@ def test_claims_table_reads_results_and_lists_what_is_not_run(tmp_path):
     assert "| [alpha](results/alpha/paper/report.md) | paper | 3 | inconclusive | +0.02 [-0.01, +0.05] | McNemar |" in table
     assert "| beta | paper | | not yet run at the paper preset | | |" in table and "| alpha | paper | |" not in table
     assert "| gamma | | | no three-way verdict yet | | |" in table and "tool" not in table
-    readme = f"intro\n{claims.TABLE_START}\nold\n{claims.TABLE_END}\nrest\n"
-    assert claims.readme_with_table(readme, table) == f"intro\n{claims.TABLE_START}\n{table}\n{claims.TABLE_END}\nrest\n"
+    start = claims.TABLE_START.format(names="beta,alpha,gamma")
+    readme = f"intro\n{start}\nold\n{claims.TABLE_END}\nrest\n"
+    filled = claims.readme_with_tables(readme, tmp_path)
+    assert filled == f"intro\n{start}\n{claims.claims_table(tmp_path, ['beta', 'alpha', 'gamma'])}\n{claims.TABLE_END}\nrest\n"
+    two = (f"{claims.TABLE_START.format(names='alpha')}\n{claims.TABLE_END}\nmiddle\n"
+           f"{claims.TABLE_START.format(names='beta,gamma')}\n{claims.TABLE_END}\n")
+    out = claims.readme_with_tables(two, tmp_path)
+    first, second = out.split("middle")
+    assert "[alpha]" in first and "beta" not in first and "| beta |" in second and "alpha" not in second
     with pytest.raises(ValueError, match="markers"):
-        claims.readme_with_table("no markers", table)
+        claims.readme_with_tables("no markers", tmp_path)
+    with pytest.raises(ValueError, match=r"in no table: \['gamma'\]"):
+        claims.readme_with_tables(f"{claims.TABLE_START.format(names='alpha,beta')}\n{claims.TABLE_END}", tmp_path)
+    with pytest.raises(ValueError, match=r"not experiments with a CLAIM: \['tool'\]"):
+        claims.readme_with_tables(f"{claims.TABLE_START.format(names='alpha,beta,gamma,tool')}\n{claims.TABLE_END}",
+                                  tmp_path)
 
 
 def test_readme_claims_table_agrees_with_results():
