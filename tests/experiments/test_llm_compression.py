@@ -21,7 +21,7 @@ def test_smoke_run_is_lossless_and_its_verdict_recomputes(tmp_path):
     runs = results["runs"]["llm_compression"]
     for run in runs:
         assert run["decoded"] == 1 and run["roundtrips"] == 1
-        assert [("roundtrip" in p) for p in run["passages"]] == [True, False]
+        assert [d["bytes"] for d in run["decoded_samples"]] == [64]
         assert run["model_bits_per_byte"] == pytest.approx(np.mean([p["model_bits_per_byte"] for p in run["passages"]]))
     xz = np.array([[p["xz-9e_bits_per_byte"] for p in run["passages"]] for run in runs])
     model = np.array([[p["model_bits_per_byte"] for p in run["passages"]] for run in runs])
@@ -41,3 +41,5 @@ def test_baselines_are_the_compressors_on_the_passage_bytes():
     assert sizes["xz-9e"] < len(text) and sizes["gzip-9"] < len(text)
     with pytest.raises(ValueError, match="decode_passages"):
         cli.load_experiment(EXPERIMENT).Config(passages=2, decode_passages=3)
+    with pytest.raises(ValueError, match="decode_bytes"):
+        cli.load_experiment(EXPERIMENT).Config(decode_bytes=0)
