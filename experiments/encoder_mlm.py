@@ -24,6 +24,7 @@ steps from the start; with a decaying ``optim.schedule`` an extension re-plans t
 the new total from the resume point.
 
     jaxlab run experiments/encoder_mlm.py                          # a few minutes on 2 cores
+    jaxlab run experiments/encoder_mlm.py --preset default --publish   # the same, filed in results/
     jaxlab run experiments/encoder_mlm.py --preset smoke --workdir /tmp/mlm   # seconds (tests)
     jaxlab run experiments/encoder_mlm.py --set mlm.loop.steps=1200           # extend the run
 """
@@ -54,6 +55,7 @@ RESUMABLE_KEYS = ("mlm.loop.steps", "mlm.loop.log_every", "mlm.loop.eval_every",
                   "mlm.loop.checkpoint_every", "mlm.loop.keep_checkpoints", "example_chars", "save_hf")
 MASK_SHOWN = "\u2588"  # how a masked byte is shown in the example
 PRESETS = {
+    "default": {},  # the default config, named so that --publish can file it (results/encoder_mlm/default/)
     "smoke": {"encoder.n_layers": 2, "encoder.d_model": 32, "encoder.n_heads": 2, "encoder.head_dim": 16, "encoder.mlp_dim": 64,
               "encoder.local_window": 16, "mlm.batch_size": 4, "mlm.seq_len": 64, "mlm.val_batches": 2,
               "mlm.loop.steps": 6, "mlm.loop.log_every": 2, "mlm.loop.eval_every": 3,
