@@ -58,6 +58,12 @@ def test_bench_encoder_toy_run_counts_tokens_and_pairs_and_derives_its_ratios(tm
     table = out.with_suffix(".md").read_text()
     assert "shared" in table and f"{a['ratio_packed_over_padded']:.2f}x" in table
     assert table.count("| padded |") == 1 and table.count("| all-global |") == 1
+    total = ((mixed["attention_gflops_fwd_bwd_computed"] + mixed["dense_gflops_fwd_bwd"])
+             / (full["attention_gflops_fwd_bwd_computed"] + full["dense_gflops_fwd_bwd"]))
+    assert f"{total:.2f}x for all the step's matmul FLOPs" in table
+    out.with_suffix(".md").unlink()
+    assert bench.main(["--render", str(out.with_suffix(".json"))]) == 0
+    assert out.with_suffix(".md").read_text() == table
 
 
 def test_bench_encoder_rejects_a_ragged_padded_arm():

@@ -35,8 +35,9 @@ def test_masking_selects_mask_prob_of_real_tokens_split_80_10_10_and_never_paddi
     assert spec.mask_id == 259 and set(spec.random_ids) == set(range(256))
     ok_BT = np.asarray(maskable(jnp.asarray(tokens_BT), jnp.asarray(segment_ids_BT), spec.special))
     np.testing.assert_array_equal(ok_BT, (segment_ids_BT > 0) & (tokens_BT < 256))
-    inputs_BT, selected_BT = mask_tokens(jax.random.key(1), tokens_BT, ok_BT, mask_prob=0.3,
-                                         mask_id=spec.mask_id, random_ids=spec.random_ids)
+    masker = jax.jit(functools.partial(mask_tokens, mask_prob=0.3, mask_id=spec.mask_id,
+                                       random_ids=spec.random_ids))
+    inputs_BT, selected_BT = masker(jax.random.key(1), tokens_BT, ok_BT)
     inputs_BT, selected_BT = np.asarray(inputs_BT), np.asarray(selected_BT)
     assert not selected_BT[~ok_BT].any()  # padding and BOS are never selected
     np.testing.assert_array_equal(inputs_BT[~selected_BT], tokens_BT[~selected_BT])
@@ -50,10 +51,8 @@ def test_masking_selects_mask_prob_of_real_tokens_split_80_10_10_and_never_paddi
     assert abs(changed - 0.1 * 255 / 256) < 4 * np.sqrt(0.1 * 0.9 / n_sel)
     assert inputs_BT[selected_BT].max() <= spec.mask_id and (inputs_BT[selected_BT] != BYTES.pad_id).all()
     # deterministic given the key, different for another key
-    again, _ = mask_tokens(jax.random.key(1), tokens_BT, ok_BT, mask_prob=0.3, mask_id=spec.mask_id,
-                           random_ids=spec.random_ids)
-    other, _ = mask_tokens(jax.random.key(2), tokens_BT, ok_BT, mask_prob=0.3, mask_id=spec.mask_id,
-                           random_ids=spec.random_ids)
+    again, _ = masker(jax.random.key(1), tokens_BT, ok_BT)
+    other, _ = masker(jax.random.key(2), tokens_BT, ok_BT)
     np.testing.assert_array_equal(np.asarray(again), inputs_BT)
     assert (np.asarray(other) != inputs_BT).any()
 
@@ -63,7 +62,8 @@ def test_loss_counts_only_the_selected_tokens():
     rng = np.random.default_rng(0)
     tokens_BT = rng.integers(0, 256, (2, 16)).astype(np.int32)
     packed = {"inputs": tokens_BT, "segment_ids": np.ones_like(tokens_BT), "positions": np.tile(np.arange(16), (2, 1))}
-    batch = mask_batch(jax.random.key(3), packed, mlm=MLMConfig(), spec=mask_spec(MLMConfig(), BYTES, CFG))
+    batch = jax.jit(functools.partial(mask_batch, mlm=MLMConfig(), spec=mask_spec(MLMConfig(), BYTES, CFG)))(
+        jax.random.key(3), packed)
     selected_BT = np.asarray(batch["mask"]) > 0
     assert 0 < selected_BT.sum() < selected_BT.size
     loss_sums = jax.jit(functools.partial(mlm_loss_sums, key=jax.random.key(0), encoder_cfg=CFG))
