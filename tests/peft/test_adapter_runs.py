@@ -13,7 +13,7 @@ import pytest
 
 from jaxlab import config as config_lib
 from jaxlab.models import transformer
-from jaxlab.peft import AdapterError, AdapterSpec, merge
+from jaxlab.peft import AdapterError, AdapterSpec, attach, merge
 from jaxlab.peft.runs import load_adapter_run, params_sha256
 from jaxlab.train import sharding as shd
 from jaxlab.train.checkpoint import read_meta
@@ -195,3 +195,36 @@ def test_the_runner_trains_an_adapter_from_overrides(tmp_path):
     assert set(trainable["layers"]["attn"]) == {"q", "v"}
     assert results["trainable_params"] == count_trainable(trainable) < results["params"] // 10
     assert base["path"] is None and len(base["sha256"]) == 64
+
+
+def test_the_step_reaches_the_adapter_merge():
+    import optax
+
+    from jaxlab.peft.runs import adapted_loss_sums
+    from jaxlab.train import state as state_lib
+    from jaxlab.train.step import train_step
+
+    # SingLoRA's ramp u(t) = min(t / T, 1): the loss sees the base at t = 0 and the full adapter at T.
+    spec = AdapterSpec(method="singlora", targets="qv", rank=2, ramp_steps=4)
+    base = _base(CFG, 0)
+    _, trainable = attach(base, spec, jax.random.key(0))
+    seen = {}
+
+    def loss(params, batch, key):
+        seen["q"] = params["layers"]["attn"]["q"]["kernel"]
+        return {"loss": jnp.zeros(()), "count": jnp.ones(())}
+
+    for t, expect in ((0, base), (4, merge(base, trainable, spec)), (9, merge(base, trainable, spec))):
+        adapted_loss_sums(trainable, {}, jax.random.key(0), {"base": base}, step=t, loss_sums_fn=loss, spec=spec)
+        np.testing.assert_array_equal(seen["q"], expect["layers"]["attn"]["q"]["kernel"])
+
+    # train_step(with_step=True) passes the steps taken so far: here the gradient is that step.
+    def step_loss(params, batch, key, *, step):
+        return {"loss": step.astype(jnp.float32) * params["w"].sum(), "count": jnp.ones(())}
+
+    opt = optax.sgd(1.0)
+    state = state_lib.create({"w": jnp.zeros(3)}, opt, 0)
+    for expected in (0.0, -1.0, -3.0):  # w -= t after step t (t = 0, 1, 2)
+        state, _ = train_step(state, {"x": jnp.zeros((1, 1))}, loss_sums_fn=step_loss, optimizer=opt,
+                              with_step=True)
+        np.testing.assert_array_equal(state.params["w"], np.full(3, expected, np.float32))
