@@ -23,9 +23,9 @@ warmup-stable-decay schedule), so an extended run ends bitwise equal (on CPU) to
 steps from the start; with a decaying ``optim.schedule`` an extension re-plans the decay over
 the new total from the resume point.
 
-    jaxlab run experiments/encoder_mlm.py                          # a few minutes on 2 cores
+    jaxlab run experiments/encoder_mlm.py                          # 600 steps: 16 min on a loaded 2-core machine
     jaxlab run experiments/encoder_mlm.py --preset default --publish   # the same, filed in results/
-    jaxlab run experiments/encoder_mlm.py --preset smoke --workdir /tmp/mlm   # seconds (tests)
+    jaxlab run experiments/encoder_mlm.py --preset smoke --workdir /tmp/mlm   # under a minute (tests)
     jaxlab run experiments/encoder_mlm.py --set mlm.loop.steps=1200           # extend the run
 """
 

@@ -1,5 +1,5 @@
 """MLM pre-training of the encoder: masking statistics, the loss on selected tokens only, learning,
-bitwise resume after an interruption, and the clear errors."""
+bitwise resume after an interruption (extended to more steps), and the clear errors."""
 
 import dataclasses
 import functools
@@ -92,21 +92,24 @@ class _InterruptAt:
 
 
 @pytest.mark.slow
-def test_mlm_learns_and_an_interrupted_run_resumes_bitwise(tmp_path):
+def test_mlm_learns_and_an_interrupted_then_extended_run_ends_bitwise_equal(tmp_path):
     mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
-    mlm = MLMConfig(batch_size=4, seq_len=32, loop=LoopConfig(steps=24, log_every=4, eval_every=8,
-                                                                 checkpoint_every=100))
-    optim = OptimConfig(lr=1e-2, warmup_steps=2, schedule="cosine")
     one_layer = dataclasses.replace(CFG, n_layers=1, layer_types=None)  # cheaper to compile
-    train = dict(texts=TEXTS, encoder_cfg=one_layer, mlm=mlm, optim=optim, mesh=mesh, progress=False)
-    full = train_mlm(tmp_path / "full", **train)
+    mlm = MLMConfig(batch_size=4, seq_len=32, loop=LoopConfig(steps=24, log_every=4, eval_every=4,
+                                                                 checkpoint_every=100))
+    # constant after warmup: the learning rate of a step does not depend on the planned total
+    optim = OptimConfig(lr=1e-2, warmup_steps=2, schedule="constant")
+    train = dict(texts=TEXTS, encoder_cfg=one_layer, optim=optim, mesh=mesh, progress=False)
+    full = train_mlm(tmp_path / "full", mlm=mlm, **train)
     losses = [r["train/loss"] for r in full.records if "train/loss" in r]
     assert len(losses) == 6 and losses[-1] < losses[0] - 1.0  # it learns the byte statistics and more
 
+    # An 8-step run stopped (as by Ctrl-C) at step 4, then run again asking for 24 steps.
+    short = dataclasses.replace(mlm, loop=dataclasses.replace(mlm.loop, steps=8))
     with pytest.raises(KeyboardInterrupt):
-        train_mlm(tmp_path / "cut", **train, evaluate=_InterruptAt(8))
-    resumed = train_mlm(tmp_path / "cut", **train)
-    assert resumed.resumed_from == 8
+        train_mlm(tmp_path / "cut", mlm=short, **train, evaluate=_InterruptAt(4))
+    resumed = train_mlm(tmp_path / "cut", mlm=mlm, **train)
+    assert resumed.resumed_from == 4
     for a, b in zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(full.state.params), strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
