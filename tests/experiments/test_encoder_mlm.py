@@ -1,6 +1,6 @@
 """The encoder MLM experiment at smoke size through the runner: its report, curves, example fills
-and Hugging Face folder, a run extended with more steps continuing from its checkpoint, and the
-clear errors on unknown or changed settings."""
+and Hugging Face folder, a workdir accepted again with more steps but not with other settings,
+and the clear errors on unknown or bad settings."""
 
 import json
 from pathlib import Path
@@ -20,7 +20,7 @@ def _run(workdir, *overrides) -> int:
 
 
 @pytest.mark.slow
-def test_smoke_run_reports_validation_mlm_and_fills_and_extends(tmp_path):
+def test_smoke_run_reports_validation_mlm_and_fills_and_may_be_extended(tmp_path):
     from jaxlab.interop import hf_encoder
 
     exp = cli.load_experiment(EXPERIMENT)
@@ -42,12 +42,16 @@ def test_smoke_run_reports_validation_mlm_and_fills_and_extends(tmp_path):
     _, params, _ = hf_encoder.load(tmp_path / "hf")
     assert params["embed"]["embedding"].shape == (264, 32)
 
-    # Extended with more steps, the run continues from its last checkpoint.
-    assert _run(tmp_path, "mlm.loop.steps=5") == 0
-    more = json.loads((tmp_path / "results.json").read_text())
-    assert more["resumed_from"] == 4 and more["steps"] == 5
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "val/loss" in r] == [2, 4, 5]
+    # Run again with more steps, the workdir is accepted (the run continues from its checkpoint:
+    # tests/train/test_mlm.py); a setting that changes the trajectory is refused.
+    from jaxlab.train.loop import ConfigMismatchError
+
+    cfg = cli.experiment_variants(exp, SMALL + ["mlm.loop.steps=9"], "smoke")["encoder_mlm"]
+    cli._check_custom_config(cfg, tmp_path, exp.RESUMABLE_KEYS)
+    assert json.loads((tmp_path / "config.json").read_text())["mlm"]["loop"]["steps"] == 9
+    other = cli.experiment_variants(exp, SMALL + ["mlm.mask_prob=0.15"], "smoke")["encoder_mlm"]
+    with pytest.raises(ConfigMismatchError, match=r"different settings \(mlm.mask_prob\)"):
+        cli._check_custom_config(other, tmp_path, exp.RESUMABLE_KEYS)
 
 
 def test_unknown_or_changed_settings_fail_clearly(tmp_path, capsys):
