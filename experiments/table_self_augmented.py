@@ -42,7 +42,7 @@ Presets.
     preconditions (it answers nothing right).
   paper: SmolLM2-135M-Instruct, 7 tasks x 2 problems x 2 seeds (28 paired problems),
     difficulty 1, 1 shot; three greedy passes per seed (direct, describe, augmented), about
-    25 minutes on the 2 shared CPU cores. Small: the interval will be wide; on a GPU raise
+    25 minutes on the 2 shared CPU cores (measured: 27 minutes at a load average near 10). Small: the interval will be wide; on a GPU raise
     n_problems (e.g. --set n_problems=50) and seeds.
 
     jaxlab run experiments/table_self_augmented.py --preset smoke --seeds 2 --publish
