@@ -177,8 +177,7 @@ def train_tagger(workdir: str | Path, examples: Sequence, *, encoder_cfg: encode
     return fit(workdir, name="tagger", loop=cfg.loop, optim=optim, mesh=mesh, init_params=init,
                param_axes=encoder.param_axes,
                loss_sums_fn=functools.partial(tagging_loss_sums, encoder_cfg=encoder_cfg),
-               source=ShuffledRows(rows, per_process, cfg.loop.seed), evaluate=evaluate,
-               tokens_per_step=None, progress=progress)
+               source=ShuffledRows(rows, per_process, cfg.loop.seed), evaluate=evaluate, progress=progress)
 
 
 @functools.partial(jax.jit, static_argnums=2)
