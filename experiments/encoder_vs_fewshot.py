@@ -45,7 +45,7 @@ Presets.
     ~6,000 tokens and 128 decode steps per batch of 8 take minutes there.
 
     jaxlab run experiments/encoder_vs_fewshot.py --preset smoke --seeds 2 --publish   # a minute or two
-    jaxlab run experiments/encoder_vs_fewshot.py --preset paper --seeds 2 --publish   # ~30 min, 2 shared CPU cores
+    jaxlab run experiments/encoder_vs_fewshot.py --preset paper --seeds 2 --publish   # ~40 min per seed, 2 shared CPU cores
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ r = local_window // 2 (n > r; n^2 otherwise), since a query within r of an end l
 past it. Training is 3x the forward (``jaxlab.train.mfu``'s convention); the ratio is the same.
 
     jaxlab run experiments/local_global_extraction.py --preset smoke --seeds 2 --publish   # a minute or two
-    jaxlab run experiments/local_global_extraction.py --preset paper --seeds 2 --publish   # ~35 min, 2 shared CPU cores
+    jaxlab run experiments/local_global_extraction.py --preset paper --seeds 2 --publish   # ~20 min per seed, 2 shared CPU cores
 """
 
 from __future__ import annotations
