@@ -19,7 +19,7 @@ block-wise round-to-nearest quantization of every W_down (int4 and int3, several
 with and without holding out the super weight (held-out loss of each).
 
     jaxlab run experiments/super_weight.py --preset smoke --seeds 2        # a tiny random model with a planted super weight
-    jaxlab run experiments/super_weight.py --preset paper --seeds 3 --publish   # SmolLM2-135M-Instruct, minutes on 2 cores
+    jaxlab run experiments/super_weight.py --preset paper --seeds 3 --publish   # SmolLM2-135M-Instruct; 55 min on 2 shared, loaded cores
 """
 
 from __future__ import annotations
