@@ -68,6 +68,7 @@ from jaxlab.train.optim import OptimConfig
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.sft import SFTConfig, train_sft
 from jaxlab.train.sharding import MeshConfig, experiment_mesh
+from jaxlab.interop.models import load_experiment_model
 
 CLAIM = ("After the same number of fine-tuning steps from a model that partly solves the task "
          "(SmolLM2-135M-Instruct, additions asked in words), DFT's greedy test accuracy exceeds SFT's.")
@@ -110,26 +111,12 @@ def get_config() -> Config:
     return Config()
 
 
-def load(name: str, seed: int):
-    """(model cfg, params, tokenizer): a registry model (jaxlab.interop.models.load_model), or
-    "tiny-random": a 1-layer byte-level transformer initialised from ``seed``."""
-    from jaxlab.models import transformer
-
-    if name == "tiny-random":
-        from jaxlab.data.tokenizer import BYTES
-        cfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                 head_dim=16, mlp_dim=64)
-        return cfg, transformer.init(cfg, jax.random.key(seed)), BYTES
-    from jaxlab.interop.models import load_model
-    return load_model(name)
-
-
 def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     task = InstructedArithmetic(ops="+", train_difficulty=tuple(cfg.train_digits),
                                 ood_difficulty=tuple(cfg.ood_digits))
     splits = task.splits(cfg.seed, cfg.n_train, cfg.n_test, cfg.n_ood)
     records = [{"prompt": e.prompt, "response": e.answer} for e in splits["train"]]
-    model_cfg, params0, tok = load(cfg.model, cfg.seed)
+    model_cfg, params0, tok = load_experiment_model(cfg.model, cfg.seed)
     mesh = experiment_mesh(cfg.mesh)
 
     examples = splits["test"] + splits["ood"]  # one generation shape for both splits

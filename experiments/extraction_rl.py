@@ -90,6 +90,7 @@ from jaxlab.train.fit import LoopConfig
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sft import SFTConfig, train_sft
 from jaxlab.train.sharding import MeshConfig, experiment_mesh
+from jaxlab.interop.models import load_experiment_model
 
 CLAIM = ("DAPO with the field-level F1 as a partial-credit reward raises SmolLM2-135M-Instruct's held-out "
          "field F1 on document extraction over its SFT warm start.")
@@ -139,20 +140,6 @@ def get_config() -> Config:
     return Config()
 
 
-def load(name: str, seed: int):
-    """(model cfg, params, tokenizer): a registry model (jaxlab.interop.models.load_model), or
-    "tiny-random": a 1-layer byte-level transformer initialised from ``seed``."""
-    from jaxlab.models import transformer
-
-    if name == "tiny-random":
-        from jaxlab.data.tokenizer import BYTES
-        cfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                 head_dim=16, mlp_dim=64)
-        return cfg, transformer.init(cfg, jax.random.key(seed)), BYTES
-    from jaxlab.interop.models import load_model
-    return load_model(name)
-
-
 def extraction_scores(task: DocumentExtraction, examples, texts) -> dict[str, np.ndarray]:
     """Per document: ``f1`` (field F1, the RL reward), ``exact`` (1/0, every field right and
     nothing extra) and ``well_formed`` (1/0, the answer line is a JSON object), float64 [P]."""
@@ -192,7 +179,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
                               layouts=tuple(cfg.layouts))
     splits = task.splits(cfg.seed, cfg.n_train, cfg.n_test, 0)
     train, test = splits["train"], splits["test"]
-    model_cfg, params0, tok = load(cfg.model, cfg.seed)
+    model_cfg, params0, tok = load_experiment_model(cfg.model, cfg.seed)
     mesh = experiment_mesh(cfg.mesh)
 
     records = [{"prompt": e.prompt, "response": e.answer} for e in train]

@@ -279,6 +279,23 @@ def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer
                      f"config.json + checkpoints/ (a `jaxlab run` workdir)")
 
 
+TINY_RANDOM = "tiny-random"
+
+
+def load_experiment_model(name: str, seed: int) -> tuple[transformer.Config, dict, Tokenizer]:
+    """What a post-training experiment's ``model`` setting names: anything :func:`load_model`
+    takes, or ``"tiny-random"``: a 1-layer byte-level transformer initialised from ``seed`` (the
+    smoke presets' stand-in, with room past the byte ids for added tokens)."""
+    if name == TINY_RANDOM:
+        import jax
+
+        from jaxlab.data.tokenizer import BYTES
+        cfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                                 head_dim=16, mlp_dim=64)
+        return cfg, transformer.init(cfg, jax.random.key(seed)), BYTES
+    return load_model(name)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def _parser() -> argparse.ArgumentParser:
