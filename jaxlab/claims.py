@@ -209,8 +209,9 @@ def claims_table(repo: Path, experiments=None) -> str:
     names = order if order is not None else sorted(rows_of)
     for name in names:
         rows += rows_of.get(name, [])
-    rows += [row for name, row in sorted(missing, key=lambda m: (names.index(m[0]) if m[0] in names else -1, m[0]))
-             if order is None or name in order]
+    if order is not None:  # missing is in file order; a named table keeps its marker's order
+        missing = sorted((m for m in missing if m[0] in order), key=lambda m: order.index(m[0]))
+    rows += [row for _, row in missing]
     return "\n".join(rows)
 
 
