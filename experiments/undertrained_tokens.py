@@ -73,35 +73,22 @@ def get_config():
 
 
 def _train_byte_model(cfg: Config, workdir: Path, progress: bool):
-    """A byte LM trained on the embedded corpus through the runner's trainer (resumable in
-    ``workdir``), its params and the bytes the corpus never contains."""
+    """A byte LM trained on the embedded corpus (resumable in ``workdir``), its params and the
+    bytes the corpus never contains."""
     from configs import models
     from jaxlab.data.corpus import default_documents
     from jaxlab.models import transformer
-    from jaxlab.samplers import SampleConfig
-    from jaxlab.train.checkpoint import load_params
-    from jaxlab.train.config import ExperimentConfig, TrainConfig
-    from jaxlab.train.fit import LoopConfig
-    from jaxlab.train.loop import train
-    from jaxlab.train.optim import OptimConfig
+    from jaxlab.train.loop import pretrain_byte_model
 
     if cfg.byte_model == "tiny":
         mcfg = transformer.Config(vocab_size=259, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
                                   mlp_dim=64)
-        train_cfg = TrainConfig(batch_size=8, seq_len=64, eval_batches=1,
-                                loop=LoopConfig(steps=cfg.byte_steps, seed=cfg.seed, eval_every=cfg.byte_steps,
-                                                checkpoint_every=cfg.byte_steps))
+        params = pretrain_byte_model(workdir, mcfg, steps=cfg.byte_steps, seed=cfg.seed, batch_size=8,
+                                     seq_len=64, progress=progress)
     else:
         mcfg = models.get("quickstart")
-        train_cfg = TrainConfig(batch_size=16, seq_len=256, eval_batches=4,
-                                loop=LoopConfig(steps=cfg.byte_steps, seed=cfg.seed, eval_every=cfg.byte_steps,
-                                                checkpoint_every=200))
-    exp = ExperimentConfig(name="byte_model", model=mcfg, train=train_cfg,
-                           sample=SampleConfig(max_new_tokens=8, temperature=0.0),
-                           optim=OptimConfig(lr=3e-3, warmup_steps=min(100, cfg.byte_steps // 5),
-                                             schedule="cosine", weight_decay=0.1, clip_norm=1.0))
-    train(exp, workdir, progress=progress)
-    _, params = load_params(workdir)
+        params = pretrain_byte_model(workdir, mcfg, steps=cfg.byte_steps, seed=cfg.seed, checkpoint_every=200,
+                                     progress=progress)
     present = set()
     for _, text in default_documents():
         present |= set(text.encode("utf-8"))

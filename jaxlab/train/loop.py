@@ -36,7 +36,7 @@ from jaxlab.peft.runs import trainer_adapter
 from jaxlab.samplers import generate, pad_prompts
 from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
-from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig
+from jaxlab.train.config import RESUMABLE_KEYS, ExperimentConfig, TrainConfig
 from jaxlab.train.fit import IteratorSource, fit
 from jaxlab.train.plots import plot_curves
 from jaxlab.train.lm import lm_eval_sums, lm_loss_sums
@@ -212,6 +212,35 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (workdir / "report.md").write_text(render_report(cfg, results))
     return results
+
+
+def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, steps: int, seed: int = 0,
+                        batch_size: int = 16, seq_len: int = 256, lr: float = 3e-3,
+                        checkpoint_every: int | None = None, keep_checkpoints: int = 3,
+                        progress: bool = True) -> dict:
+    """Pre-trains the byte model ``model_cfg`` on the embedded corpus through :func:`train`
+    (AdamW, cosine schedule, warm-up min(100, steps/5)) and returns its final params. The run
+    lives in ``workdir``: calling again resumes or, when finished, just loads it; its checkpoints
+    (every ``checkpoint_every`` steps, the newest ``keep_checkpoints`` kept) serve analyses of
+    training. The shared starting point of experiments that need "a model that knows some text"
+    more cheaply than SmolLM2."""
+    from jaxlab.samplers import SampleConfig
+    from jaxlab.train.checkpoint import load_params
+    from jaxlab.train.fit import LoopConfig
+    from jaxlab.train.optim import OptimConfig
+
+    if model_cfg.vocab_size < 259:
+        raise ValueError(f"a byte model needs vocab_size >= 259 (256 bytes + specials), got {model_cfg.vocab_size}")
+    every = checkpoint_every or steps
+    train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, eval_batches=2,
+                            loop=LoopConfig(steps=steps, seed=seed, eval_every=steps, log_every=max(1, every // 4),
+                                            checkpoint_every=every, keep_checkpoints=keep_checkpoints))
+    exp = ExperimentConfig(name="byte_model", model=model_cfg, train=train_cfg,
+                           sample=SampleConfig(max_new_tokens=8, temperature=0.0),
+                           optim=OptimConfig(lr=lr, warmup_steps=max(1, min(100, steps // 5)),
+                                             schedule="cosine", weight_decay=0.1, clip_norm=1.0))
+    train(exp, workdir, progress=progress)
+    return load_params(workdir)[1]
 
 
 def _fmt(value, spec: str) -> str:
