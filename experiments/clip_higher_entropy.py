@@ -152,7 +152,7 @@ def run(cfg: Config, workdir: Path, *, progress):
                           mesh=mesh, init_params=params, progress=progress, evaluate=evaluate)
         rec = result.records
         # the last evaluation is at the last step (a finished run resumed here evaluates again)
-        end_P = probed[rl.loop.steps] if rl.loop.steps in probed else entropy_P(jax.device_get(result.state.params))
+        end_P = probed[rl.loop.steps] if rl.loop.steps in probed else entropy_P(jax.device_get(result.params))
         train = [r for r in rec if "train/reward" in r]
         out.update({
             f"{arm}_eps_high": rl.eps_high,

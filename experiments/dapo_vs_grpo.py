@@ -131,7 +131,7 @@ def run(cfg: Config, workdir: Path, *, progress):
         result = train_rl(workdir / arm, splits["train"], model_cfg=model_cfg, rl=rl, optim=cfg.rl_optim,
                           mesh=mesh, init_params=params, progress=progress)
         rec = [r for r in result.records if "train/reward" in r]
-        c_P = correct_P(jax.device_get(result.state.params))
+        c_P = correct_P(jax.device_get(result.params))
         low, high = stats.wilson_interval(int(c_P.sum()), len(c_P))
         n_tail = 10 * rl.ppo_epochs
         rollouts = rec[::rl.ppo_epochs]  # one record per rollout batch

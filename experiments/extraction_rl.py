@@ -188,13 +188,13 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
         checkpoint_every=cfg.warm_steps))
     warm = train_sft(workdir / "warm", records, model_cfg=model_cfg, sft=sft, optim=cfg.warm_optim, mesh=mesh,
                      init_params=params0, progress=progress, tokenizer=tok)
-    warm_params = jax.device_get(warm.state.params)
+    warm_params = jax.device_get(warm.params)
     warm_texts = greedy_texts(model_cfg, warm_params, tok, test, cfg)
 
     rl = dataclasses.replace(cfg.rl, loop=dataclasses.replace(cfg.rl.loop, seed=cfg.seed))
     result = train_rl(workdir / "rl", train, model_cfg=model_cfg, rl=rl, optim=cfg.rl_optim, mesh=mesh,
                       init_params=warm_params, progress=progress, tokenizer=tok)
-    rl_texts = greedy_texts(model_cfg, jax.device_get(result.state.params), tok, test, cfg)
+    rl_texts = greedy_texts(model_cfg, jax.device_get(result.params), tok, test, cfg)
 
     # one record per rollout batch (a step of ppo_epochs > 1 repeats its rollout's metrics)
     rollouts = [r for r in result.records if "train/groups_sampled" in r][::rl.ppo_epochs]

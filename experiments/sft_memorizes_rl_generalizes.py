@@ -144,7 +144,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
 
     warm = train_sft(workdir / "warm", records, model_cfg=model_cfg, sft=sft_cfg(cfg.warm_steps, 1),
                      optim=cfg.warm_optim, mesh=mesh, init_params=params0, progress=progress, tokenizer=tok)
-    start_params = jax.device_get(warm.state.params)
+    start_params = jax.device_get(warm.params)
     start = correct(start_params)
 
     # compute matching (module docstring)

@@ -104,9 +104,9 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
         warm = train_sft(workdir / "warm", records, model_cfg=model_cfg, sft=warm_cfg, optim=cfg.optim, mesh=mesh,
                          init_params=params, progress=progress, tokenizer=tok)
         out = train_rl(workdir / "rl", train, model_cfg=model_cfg, rl=cfg.rl, optim=cfg.optim, mesh=mesh,
-                       init_params=jax.device_get(warm.state.params), progress=progress, tokenizer=tok)
+                       init_params=jax.device_get(warm.params), progress=progress, tokenizer=tok)
     seconds = time.perf_counter() - start
-    after, after_wf = accuracy(jax.device_get(out.state.params))
+    after, after_wf = accuracy(jax.device_get(out.params))
     return {"method": cfg.method, "before_accuracy": before, "after_accuracy": after,
             "before_well_formed": before_wf, "after_well_formed": after_wf, "train_seconds": seconds,
             "report": (f"Greedy accuracy on {cfg.n_eval} held-out {cfg.task} problems: {before:.3f} before "

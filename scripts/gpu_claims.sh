@@ -13,3 +13,4 @@ jaxlab run experiments/genrm_verifier.py --workdir "$OUT/genrm_verifier" --prese
 jaxlab run experiments/reflect_retry_reward.py --workdir "$OUT/reflect_retry_reward" --preset paper --seeds 3 --publish
 jaxlab run experiments/softplus_length_extrapolation.py --workdir "$OUT/softplus_length_extrapolation" --preset paper --seeds 3 --publish
 jaxlab run experiments/extraction_rl.py --workdir "$OUT/extraction_rl" --preset paper --seeds 3 --publish
+jaxlab run experiments/tina_lora_rl.py --workdir "$OUT/tina_lora_rl" --preset paper --seeds 3 --publish

@@ -57,6 +57,8 @@ from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses import policy as policy_lib
 from jaxlab.models import transformer
+from jaxlab.peft.adapters import AdapterSpec
+from jaxlab.peft.runs import trainer_adapter
 from jaxlab.rl import reflect as reflect_lib
 from jaxlab.rl.curriculum import PassRateCurriculum
 from jaxlab.rl.rollout import (build_rows, decode_response, default_sample_config, pass_at_k,
@@ -90,7 +92,10 @@ class RLConfig:
     dynamic_sampling, aggregation "token-mean", overlong "soft" (or "mask"). reward: "exact"
     (the verifier's 1/0) or "partial" (the task's partial credit; module docstring). loop: steps, seed,
     grad_accum and intervals (:class:`jaxlab.train.fit.LoopConfig`; the seed also draws the
-    rollouts)."""
+    rollouts). peft: an adapter trained on the frozen starting params, which are also the KL
+    reference (``--set rl.peft.method=lora rl.peft.rank=16``); method "none" (the default)
+    trains every parameter. EVA is refused: RL has no fixed data to take activations from
+    (initialise it in an SFT warm start instead)."""
     prompts_per_step: int = 8
     group_size: int = 8
     ppo_epochs: int = 1
@@ -118,8 +123,13 @@ class RLConfig:
     reflect_max_tokens: int = 16
     pass_k: int = 4
     loop: LoopConfig = LoopConfig(steps=40, log_every=1, eval_every=10, checkpoint_every=50)
+    peft: AdapterSpec = AdapterSpec(method="none")
 
     def __post_init__(self):
+        if self.peft.method == "eva":
+            raise ValueError("rl.peft.method='eva' is not supported: EVA initialises from the "
+                             "activations of fixed training data, which RL does not have; train an "
+                             "EVA adapter in the SFT warm start instead")
         for name in ("prompts_per_step", "group_size", "ppo_epochs", "max_new_tokens",
                      "max_sample_rounds", "pass_k", "reflect_max_tokens"):
             if getattr(self, name) < 1:
@@ -380,12 +390,24 @@ class RolloutSource:
 def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.Config, rl: RLConfig,
              optim: OptimConfig, mesh, init_params: Callable | dict, ref_params: dict | None = None,
              evaluate: Callable[[dict, int], dict] | None = None, progress: bool = True,
-             tokenizer: Tokenizer = BYTES) -> FitResult:
+             tokenizer: Tokenizer = BYTES, base_path: str | Path | None = None) -> FitResult:
     """Trains the policy with RL on task ``examples`` (:class:`jaxlab.tasks.Example`) in
     ``workdir`` (resumable), starting from ``init_params`` (a params pytree, e.g. an SFT warm
     start, or a function of a key). ``ref_params`` is the frozen reference of the KL term
-    (needed when ``rl.kl_coef > 0``)."""
-    if rl.kl_coef and ref_params is None:
+    (needed when ``rl.kl_coef > 0``). With ``rl.peft`` an adapter trains on ``init_params``
+    held frozen, which are the KL reference too (``ref_params`` must then be None or
+    ``init_params``); ``base_path`` is recorded in the checkpoints, and ``FitResult.params`` is
+    the merged policy."""
+    adapter = None
+    if rl.peft.enabled:
+        if ref_params is not None and ref_params is not init_params:
+            raise ValueError("with rl.peft the KL reference is the frozen base (init_params); "
+                             "leave ref_params None")
+        init_params, adapter = trainer_adapter(rl.peft, init_params, seed=rl.loop.seed, base_path=base_path,
+                                               reference_is_base=bool(rl.kl_coef), model_cfg=model_cfg,
+                                               progress=progress)
+        ref_params = None
+    elif rl.kl_coef and ref_params is None:
         raise ValueError(f"rl.kl_coef={rl.kl_coef} needs ref_params (the reference policy)")
     divisor = shd.batch_divisor(mesh) * rl.loop.grad_accum
     if rl.rows % divisor:
@@ -395,5 +417,5 @@ def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.
     return fit(workdir, name=f"rl-{rl.mode}", loop=rl.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=transformer.param_axes,
                loss_sums_fn=functools.partial(rl_loss_sums, model_cfg=model_cfg, rl=rl),
-               source=source, evaluate=evaluate, frozen=ref_params if rl.kl_coef else None,
-               normalize_fn=normalize_rl_sums, progress=progress)
+               source=source, evaluate=evaluate, frozen=ref_params if rl.kl_coef and adapter is None else None,
+               normalize_fn=normalize_rl_sums, progress=progress, adapter=adapter)

@@ -41,7 +41,7 @@ def warm_start(workdir: Path, examples, *, model_cfg: transformer.Config, sft: S
     ``workdir`` (resumable); returns the params."""
     result = train_sft(workdir, records or sft_records(examples), model_cfg=model_cfg, sft=sft,
                        optim=optim, mesh=mesh, progress=progress)
-    return jax.device_get(result.state.params)
+    return jax.device_get(result.params)
 
 
 def model_config(d_model: int = 64, n_layers: int = 2) -> transformer.Config:

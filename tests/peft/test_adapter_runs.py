@@ -228,3 +228,46 @@ def test_the_step_reaches_the_adapter_merge():
         state, _ = train_step(state, {"x": jnp.zeros((1, 1))}, loss_sums_fn=step_loss, optimizer=opt,
                               with_step=True)
         np.testing.assert_array_equal(state.params["w"], np.full(3, expected, np.float32))
+
+
+@pytest.mark.slow
+def test_rl_adapter_keeps_the_base_as_kl_reference_and_resumes_bitwise(tmp_path, monkeypatch):
+    from jaxlab import tasks as tasks_lib
+    from jaxlab.rl import RLConfig, train_rl
+    from jaxlab.rl import loop as loop_lib
+
+    def stub_score(examples, texts, *, format_coef=0.0):  # a random model never adds up: reward even bytes
+        del examples, format_coef
+        correct = np.array([float(bool(t) and ord(t[0]) % 2 == 0) for t in texts], np.float32)
+        return correct, correct
+
+    monkeypatch.setattr(loop_lib, "score_responses", stub_score)
+    base = _base(CFG, 0)
+    examples = tasks_lib.get("arithmetic", train_difficulty=(1, 1), ops="+").splits(0, 16, 0, 0)["train"]
+    rl = RLConfig(prompts_per_step=4, group_size=2, max_new_tokens=4, pass_k=2, kl_coef=0.1, peft=SPEC,
+                  temperature=2.0, loop=LoopConfig(steps=4, log_every=1, eval_every=100, checkpoint_every=2))
+
+    def run(workdir, **kw):
+        return train_rl(workdir, examples, model_cfg=CFG, rl=rl, optim=OPTIM, mesh=_mesh(), init_params=base,
+                        progress=False, base_path="tiny-base", **kw)
+
+    full = run(tmp_path / "full")
+    assert all(p.endswith(("['lora_a']", "['lora_b']")) for p in _leaves(full.state.params))
+    rec = [r for r in full.records if "train/kl" in r]
+    assert rec[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # step 1: the policy is the base
+    assert any(r["train/kl"] > 0 for r in rec[1:] if r["train/tokens"] > 0)
+    merged = full.params
+    assert not np.array_equal(merged["layers"]["attn"]["q"]["kernel"], base["layers"]["attn"]["q"]["kernel"])
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    shutil.rmtree(cut / "checkpoints" / "4")
+    resumed = run(cut)
+    assert resumed.resumed_from == 2
+    a, b = _leaves(full.state.params), _leaves(resumed.state.params)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert read_meta(cut, 4)["adapter"]["base"]["sha256"] == params_sha256(base)
+    with pytest.raises(ValueError, match="KL reference is the frozen base"):
+        run(tmp_path / "x", ref_params=_base(CFG, 3))
+    with pytest.raises(ValueError, match="eva"):
+        RLConfig(peft=AdapterSpec(method="eva"))
