@@ -18,6 +18,10 @@ Tasks (``TASKS``; name: prompt -> reference answer; difficulty knob):
     word_sort      "sort vobu ke tamin:" -> "ke tamin vobu"  words
     instructed_arithmetic  "What is 12+34? Answer with the number only." -> "46"  (chat models)
     card_sum       "Cards: 7, K, 3. J, Q and K count as 10. ..." -> "20"  cards (OOD: other rule)
+    char_count     'How many times does the letter "r" appear in the word "error"? ...' -> "3"  word length
+    char_locate    'At which position is the first "r" in the word "error"? ...' -> "2"  word length
+    shift_cipher   'Decode this rot-13 text: "gur pynff"' -> "the class"  words (shift,
+                   high- or low-probability plaintext; see :mod:`jaxlab.tasks.cipher`)
     doc_extract    document text -> one-line JSON record    fields, distractors, noise
     table_*        table questions (lookup, reverse_lookup, row, column, size, partition, merged); see
                    :mod:`jaxlab.tasks.documents`
@@ -36,6 +40,8 @@ from collections.abc import Mapping
 
 from jaxlab.tasks.arithmetic import Arithmetic
 from jaxlab.tasks.base import MAX_RESPONSE_CHARS, Example, Task, TaskError, extract_answer
+from jaxlab.tasks.characters import CharCount, CharLocate
+from jaxlab.tasks.cipher import ShiftCipher
 from jaxlab.tasks.countdown import Countdown
 from jaxlab.tasks.counting import Count, MostFrequent
 from jaxlab.tasks.documents import DOCUMENT_TASKS
@@ -45,7 +51,7 @@ from jaxlab.tasks.words import LastLetters, WordSort
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Arithmetic(), Countdown(), Hanoi(), Count(), MostFrequent(), LastLetters(), WordSort(),
-    InstructedArithmetic(), CardSum(), *DOCUMENT_TASKS)}
+    InstructedArithmetic(), CardSum(), CharCount(), CharLocate(), ShiftCipher(), *DOCUMENT_TASKS)}
 
 
 def get(name: str, **overrides) -> Task:

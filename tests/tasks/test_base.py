@@ -28,11 +28,12 @@ def test_ascii_integers_reject_unicode_digits_and_signs():
 
 
 def test_registry_names_and_errors():
-    assert sorted(tasks.TASKS) == ["arithmetic", "card_sum", "count", "countdown", "doc_extract", "hanoi",
-                                   "instructed_arithmetic", "last_letters", "most_frequent", "table_column", "table_lookup", "table_merged",
-                                   "table_partition", "table_reverse_lookup", "table_row", "table_size", "word_sort"]
+    assert sorted(tasks.TASKS) == ["arithmetic", "card_sum", "char_count", "char_locate", "count", "countdown",
+                                   "doc_extract", "hanoi", "instructed_arithmetic", "last_letters", "most_frequent", "shift_cipher", "table_column", "table_lookup",
+                                   "table_merged", "table_partition", "table_reverse_lookup", "table_row", "table_size",
+                                   "word_sort"]
     assert all(tasks.get(name).name == name for name in tasks.TASKS)
-    with pytest.raises(TaskError, match="unknown task 'sudoku'; known tasks: arithmetic, card_sum, count, countdown"):
+    with pytest.raises(TaskError, match="unknown task 'sudoku'; known tasks: arithmetic, card_sum, char_count"):
         tasks.get("sudoku")
     with pytest.raises(TaskError, match="unknown field.*digits.*fields: .*ops"):
         tasks.get("arithmetic", digits=3)
