@@ -28,16 +28,14 @@ Presets:
 
     smoke  a tiny random byte model ("tiny-random"), 2 warm steps and 2 RL steps per arm (the
            tests); a random model cannot do the task, so precondition (1) fails: inconclusive
-    cpu    SmolLM2-135M-Instruct, 1-2 digit additions, 10 warm SFT steps, 30 RL steps of 8 prompts
-           x 4 samples per arm, 128 held-out problems; CPU-sized (measured time in the published
-           report's header)
-    paper  the same model and task at the scale the claim needs: 40 warm steps, 150 RL steps of
-           16 prompts x 8 samples, 500 held-out problems, 3 seeds. Needs a GPU (estimated from
-           step and generation counts, not measured: about 10 minutes per seed on one H200);
-           a line of scripts/gpu_claims.sh. Not yet run at the paper preset.
+    paper  SmolLM2-135M-Instruct, 1-2 digit additions (1,000 train problems), 40 warm SFT steps of
+           8 x 48 tokens, 150 RL steps of 16 prompts x 8 samples of up to 8 tokens per arm, 500
+           held-out problems, 3 seeds. Needs a GPU: on the 2 shared CPU cores one RL step of
+           8 x 4 samples took 50-190 s (by load), so even 30 steps per arm did not fit. Estimated
+           (from step and generation counts, not measured) about 10 minutes per seed on one
+           H200; a line of scripts/gpu_claims.sh. Not yet run at the paper preset.
 
     jaxlab run experiments/tina_lora_rl.py --preset smoke --seeds 2 --publish
-    jaxlab run experiments/tina_lora_rl.py --preset cpu --seeds 2 --publish
     jaxlab run experiments/tina_lora_rl.py --workdir OUT/tina_lora_rl --preset paper --seeds 3 --publish
 
 Seeds change the task split (train and held-out problems), the warm start's data order and the
@@ -75,9 +73,7 @@ PRESETS = {
     "smoke": {"model": "tiny-random", "n_train": 32, "n_test": 8, "warm.loop.steps": 2, "warm.batch_size": 8,
               "rl.loop.steps": 2, "rl.prompts_per_step": 4, "rl.group_size": 2, "rl.pass_k": 2,
               "rl.max_new_tokens": 4, "lora.rank": 2},
-    "cpu": {},
-    "paper": {"n_test": 500, "warm.loop.steps": 40, "rl.loop.steps": 150, "rl.prompts_per_step": 16,
-              "rl.group_size": 8, "rl.pass_k": 8},
+    "paper": {},  # the defaults below
 }
 
 
@@ -88,13 +84,13 @@ class Config:
     task: str = "arithmetic"
     train_difficulty: tuple[int, int] = (1, 2)
     n_train: int = 1000
-    n_test: int = 128
+    n_test: int = 500
     seed: int = 0
     warm: SFTConfig = SFTConfig(batch_size=8, seq_len=48,
-                                loop=LoopConfig(steps=10, log_every=5, eval_every=10_000, checkpoint_every=10_000))
+                                loop=LoopConfig(steps=40, log_every=5, eval_every=10_000, checkpoint_every=10_000))
     warm_lr: float = 3e-5
-    rl: RLConfig = RLConfig(prompts_per_step=8, group_size=4, max_new_tokens=8, eps_high=0.28, pass_k=4,
-                            loop=LoopConfig(steps=30, log_every=1, eval_every=10_000, checkpoint_every=10))
+    rl: RLConfig = RLConfig(prompts_per_step=16, group_size=8, max_new_tokens=8, eps_high=0.28, pass_k=8,
+                            loop=LoopConfig(steps=150, log_every=1, eval_every=10_000, checkpoint_every=25))
     full_lr: float = 1e-5
     lora_lr: float = 1e-4
     lora: AdapterSpec = AdapterSpec(method="lora", targets="all", rank=16, alpha=32.0)
