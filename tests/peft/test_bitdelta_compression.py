@@ -52,7 +52,8 @@ def test_calibration_lowers_the_distillation_loss():
     signs, scales = bitdelta.compress(base, ft, targets="all")
     tokens = rng.integers(0, 32, size=(32, 12)).astype(np.int32)
     mask = np.ones_like(tokens, np.float32)
-    loss = lambda s: bitdelta.distillation_loss(cfg, bitdelta.apply(base, signs, s, others=ft), ft, tokens, mask)  # noqa: E731
+    def loss(s):
+        return bitdelta.distillation_loss(cfg, bitdelta.apply(base, signs, s, others=ft), ft, tokens, mask)
     # from scales 3x too large, distilling the scales alone recovers most of the logit distance
     wrong = {k: 3 * v for k, v in scales.items()}
     tuned, losses = bitdelta.calibrate(cfg, base, signs, wrong, ft, tokens, mask, steps=30, lr=1e-2,
