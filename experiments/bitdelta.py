@@ -35,7 +35,7 @@ on 512 training texts. Seeds change the data split and order; the base is shared
 
 Presets. ``smoke`` (the tests): the 1-layer "tiny-random" byte model, a few steps; its
 fine-tune learns nothing, so the verdict is inconclusive by the precondition. ``paper``: see
-PRESETS (wall time in the committed report):
+PRESETS; 3 seeds took 18 minutes on 2 shared, heavily loaded CPU cores (4-8 min per seed):
 
     jaxlab run experiments/bitdelta.py --preset smoke --seeds 1 --workdir /tmp/bitdelta_smoke
     jaxlab run experiments/bitdelta.py --preset paper --seeds 3 --publish --workdir /tmp/bitdelta_paper \\

@@ -66,3 +66,13 @@ def test_non_inferiority_three_ways(experiment):
     assert edge.outcome == "inconclusive" and edge.low < -0.05 < edge.high
     floor = experiment.claim_verdict({"v": [_run([0] * 400, [0] * 400)] * 3})
     assert floor.outcome == "inconclusive" and "learned the task" in floor.reason
+
+
+@pytest.mark.parametrize("preset", ["smoke", "paper"])
+def test_published_verdict_recomputes(experiment, preset):
+    path = EXPERIMENT.parents[1] / "results" / "bitdelta" / preset / "results.json"
+    if not path.exists():
+        pytest.skip(f"no published {preset} run")
+    results = json.loads(path.read_text())
+    v, again = results["verdict"], experiment.claim_verdict(results["runs"])
+    assert (again.outcome, again.effect, again.low, again.high) == (v["outcome"], v["effect"], v["low"], v["high"])

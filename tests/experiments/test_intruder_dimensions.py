@@ -78,3 +78,13 @@ def test_forgetting_line(experiment):
     per_seed = [{"lora_text_row_loss_increase": [0.3, 0.2, 0.25], "full_text_row_loss_increase": [0.1, 0.05, 0.1]}] * 2
     v = experiment.forgetting_verdict(per_seed)
     assert v.outcome == "held" and v.effect == pytest.approx(0.5 / 3)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "paper"])
+def test_published_verdict_recomputes(experiment, preset):
+    path = EXPERIMENT.parents[1] / "results" / "intruder_dimensions" / preset / "results.json"
+    if not path.exists():
+        pytest.skip(f"no published {preset} run")
+    results = json.loads(path.read_text())
+    v, again = results["verdict"], experiment.claim_verdict(results["runs"])
+    assert (again.outcome, again.effect, again.low, again.high) == (v["outcome"], v["effect"], v["low"], v["high"])
