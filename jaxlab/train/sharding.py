@@ -66,6 +66,18 @@ class MeshConfig:
         return tuple(sizes)
 
 
+def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """``fn`` (a jitted step) called with ``mesh`` as the context mesh (``jax.set_mesh``), so
+    that what it traces sees the mesh: the Pallas kernels then run under ``shard_map`` over
+    it (:mod:`jaxlab.kernels._mesh`) instead of gathering their inputs."""
+    def call(*args, **kwargs):
+        with jax.set_mesh(mesh):
+            return fn(*args, **kwargs)
+
+    call.__wrapped__ = fn
+    return call
+
+
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     shape = cfg.shape(len(devices))

@@ -120,20 +120,21 @@ def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
 
 
 def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, frozen_sh=None, **kwargs):
-    """``train_step`` jit-compiled with explicit shardings; the state buffer is donated. With
+    """``train_step`` jit-compiled with explicit shardings, called under ``mesh`` as the context
+    mesh (:func:`jaxlab.train.sharding.on_mesh`); the state buffer is donated. With
     ``with_frozen`` the step takes a third argument, sharded by ``frozen_sh`` (default: like
     the params)."""
     frozen_sh = state_sh.params if frozen_sh is None else frozen_sh
     in_sh = (state_sh, shd.batch_sharding(mesh)) + ((frozen_sh,) if with_frozen else ())
-    return jax.jit(
+    return shd.on_mesh(jax.jit(
         functools.partial(train_step, **kwargs),
         in_shardings=in_sh,
         out_shardings=(state_sh, shd.replicated(mesh)),
         donate_argnums=(0,),
-    )
+    ), mesh)
 
 
 def jit_eval_sums(mesh, param_sh, *, loss_sums_fn: LossSumsFn):
-    return jax.jit(functools.partial(eval_sums, loss_sums_fn=loss_sums_fn),
-                   in_shardings=(param_sh, shd.batch_sharding(mesh)),
-                   out_shardings=shd.replicated(mesh))
+    return shd.on_mesh(jax.jit(functools.partial(eval_sums, loss_sums_fn=loss_sums_fn),
+                               in_shardings=(param_sh, shd.batch_sharding(mesh)),
+                               out_shardings=shd.replicated(mesh)), mesh)

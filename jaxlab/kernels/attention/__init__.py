@@ -16,14 +16,19 @@ saying why. ``reference.py`` is the ground truth every implementation is tested 
 Kinds: ``kind="softmax"`` (the default) and ``kind="softplus"``, softplus attention with a
 length-dependent scale and re-weighting exponent ``reweight_power``
 (``reference.softplus_attention_reference``).
+
+On a mesh (a context mesh set with ``jax.set_mesh``, as the trainers' steps run) the Pallas
+kernel runs under ``shard_map`` over the batch and head axes (:mod:`jaxlab.kernels._mesh`);
+the XLA and cuDNN paths are partitioned by XLA itself.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from jaxlab.kernels import _pallas
+from jaxlab.kernels import _mesh, _pallas
 from jaxlab.kernels._pallas import UnsupportedError
 from jaxlab.kernels.attention import pallas as pallas_impl
 from jaxlab.kernels.attention.pallas import BlockSizes, flash_attention
@@ -78,6 +83,38 @@ def _cudnn(q_BTHD, k_BSKD, v_BSKD, *, causal, window, scale):
     local = None if window is None else (window - 1, 0)
     return jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, scale=scale, is_causal=causal,
                                         local_window_size=local, implementation="cudnn")
+
+
+def _flash_on_mesh(q_BTHD, k_BSKD, v_BSKD, q_seg, kv_seg, q_offset, **kw):
+    """The Pallas kernel, under ``shard_map`` over the context mesh's batch and head axes when
+    there is one (:mod:`jaxlab.kernels._mesh`): rows and heads stay on their devices."""
+    mesh = _mesh.context_mesh()
+    if mesh is None:
+        return flash_attention(q_BTHD, k_BSKD, v_BSKD, q_segment_ids_BT=q_seg, kv_segment_ids_BS=kv_seg,
+                               q_offset=q_offset, **kw)
+    _mesh.check_sequence_axes(mesh, "attention(impl='pallas')")
+    B, _, H, _ = q_BTHD.shape
+    K = k_BSKD.shape[2]
+    b = _mesh.batch_axes(mesh, B)
+    h = _mesh.split_axis(mesh, H, K)  # GQA groups stay whole: H/t query heads over K/t kv heads
+    args, specs = [q_BTHD, k_BSKD, v_BSKD], [P(b, None, h, None), P(b, None, h, None), P(b, None, h, None)]
+    for seg in (q_seg, kv_seg):
+        if seg is not None:
+            args.append(seg)
+            specs.append(P(b, None))
+    traced_offset = isinstance(q_offset, jax.Array)
+    if traced_offset:
+        args.append(q_offset)
+        specs.append(P())
+
+    def local(q, k, v, *rest):
+        rest = list(rest)
+        qs = rest.pop(0) if q_seg is not None else None
+        ks = rest.pop(0) if kv_seg is not None else None
+        off = rest.pop(0) if traced_offset else q_offset
+        return flash_attention(q, k, v, q_segment_ids_BT=qs, kv_segment_ids_BS=ks, q_offset=off, **kw)
+
+    return _mesh.shard_kernel(local, mesh, args, specs, P(b, None, h, None))
 
 
 def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal: bool = True,
@@ -144,9 +181,8 @@ def attention(q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, *, causal
             raise UnsupportedError(f"attention(impl='cudnn'): {reason}")
         return _cudnn(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window, scale=scale)
     if impl == "pallas":
-        return flash_attention(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window,
-                               q_segment_ids_BT=q_seg, kv_segment_ids_BS=kv_seg, q_offset=q_offset,
-                               scale=scale, kind=kind, power=reweight_power)
+        return _flash_on_mesh(q_BTHD, k_BSKD, v_BSKD, q_seg, kv_seg, q_offset, causal=causal, window=window,
+                              scale=scale, kind=kind, power=reweight_power)
     return attention_xla(q_BTHD, k_BSKD, v_BSKD, causal=causal, window=window, q_segment_ids_BT=q_seg,
                          kv_segment_ids_BS=kv_seg, q_offset=q_offset, scale=scale, kind=kind,
                          power=reweight_power)

@@ -11,14 +11,16 @@
 "pallas" (the kernel keeping the state on chip) and "auto" (as above).
 
 An explicit implementation that cannot run a call raises ``UnsupportedError`` (a ValueError);
-"auto" falls back and logs why, once.
+"auto" falls back and logs why, once. Under a context mesh (``jax.set_mesh``) the kernels run
+inside ``shard_map`` over the batch and channel axes (:mod:`jaxlab.kernels._mesh`).
 """
 
 from __future__ import annotations
 
 import jax
+from jax.sharding import PartitionSpec as P
 
-from jaxlab.kernels import _pallas
+from jaxlab.kernels import _mesh, _pallas
 from jaxlab.kernels._pallas import UnsupportedError
 from jaxlab.kernels.scan.pallas import (ScanBlocks, linear_scan_pallas, scan_unsupported_reason,
                                         selective_scan_pallas)
@@ -37,6 +39,39 @@ def _auto(op: str, *arrays) -> str:
         return "pallas"
     _pallas.note_fallback(op, "xla", reason)
     return "xla"
+
+
+def _linear_on_mesh(a_BTD, b_BTD, h0_BD):
+    """The linear-scan kernel, under ``shard_map`` over the context mesh's batch and channel
+    axes when there is one (:mod:`jaxlab.kernels._mesh`)."""
+    mesh = _mesh.context_mesh()
+    if mesh is None:
+        return linear_scan_pallas(a_BTD, b_BTD, h0_BD)
+    _mesh.check_sequence_axes(mesh, "linear_scan(impl='pallas')")
+    b = _mesh.batch_axes(mesh, a_BTD.shape[0])
+    d = _mesh.split_axis(mesh, a_BTD.shape[2])
+    args, specs = [a_BTD, b_BTD], [P(b, None, d), P(b, None, d)]
+    if h0_BD is not None:
+        args.append(h0_BD)
+        specs.append(P(b, d))
+    return _mesh.shard_kernel(linear_scan_pallas, mesh, args, specs, P(b, None, d))
+
+
+def _selective_on_mesh(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D):
+    """The selective-scan kernel, under ``shard_map`` over the context mesh's batch and channel
+    axes when there is one: B and C (shared by the channels) are split by batch only."""
+    mesh = _mesh.context_mesh()
+    if mesh is None:
+        return selective_scan_pallas(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+    _mesh.check_sequence_axes(mesh, "selective_scan(impl='pallas')")
+    b = _mesh.batch_axes(mesh, x_BTD.shape[0])
+    d = _mesh.split_axis(mesh, x_BTD.shape[2])
+    args = [x_BTD, delta_BTD, A_DN, B_BTN, C_BTN]
+    specs = [P(b, None, d), P(b, None, d), P(d, None), P(b, None, None), P(b, None, None)]
+    if D_D is not None:
+        args.append(D_D)
+        specs.append(P(d))
+    return _mesh.shard_kernel(selective_scan_pallas, mesh, args, specs, P(b, None, d))
 
 
 def linear_scan(a_BTD: jax.Array, b_BTD: jax.Array, h0_BD: jax.Array | None = None, *,
@@ -62,7 +97,7 @@ def linear_scan(a_BTD: jax.Array, b_BTD: jax.Array, h0_BD: jax.Array | None = No
     if impl == "auto":
         impl = _auto("linear_scan", a_BTD, b_BTD, h0_BD)
     if impl == "pallas":
-        return linear_scan_pallas(a_BTD, b_BTD, h0_BD)
+        return _linear_on_mesh(a_BTD, b_BTD, h0_BD)
     if impl == "sequential":
         return linear_scan_sequential(a_BTD, b_BTD, h0_BD)
     return linear_scan_associative(a_BTD, b_BTD, h0_BD)
@@ -115,7 +150,7 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
     if impl == "auto":
         impl = "xla" if options else _auto("selective_scan", x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
     if impl == "pallas":
-        return selective_scan_pallas(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
+        return _selective_on_mesh(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
     return selective_scan_reference(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D, z_BTD=z_BTD,
                                     delta_bias_D=delta_bias_D, delta_softplus=delta_softplus,
                                     h0_BDN=h0_BDN, return_state=return_state)
