@@ -49,7 +49,8 @@ Presets.
     quickstart byte model trained 200 SFT steps (16 rows of 128 bytes, one problem a row) on
     2000 train problems per task, per seed. Sized for the shared CPUs: under a load average
     near 15 a 16 x 256 SFT step took about 4 s, and SmolLM2 answered 128 prompts in about 5
-    minutes.
+    minutes. Measured: 41 minutes for 2 seeds, with the machine's load average near 15 (other
+    jobs shared the 2 cores); on a quiet machine it is several times faster.
 
     jaxlab run experiments/charbench_tokenization.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/charbench_tokenization.py --preset paper --seeds 2 --publish
