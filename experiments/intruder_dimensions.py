@@ -37,8 +37,8 @@ full FT 0.21 and LoRA 0.08 test accuracy). Seeds change the data split and order
 initialisation; the base is shared.
 
 Presets. ``smoke`` (the tests): the 1-layer "tiny-random" byte model, a few steps; its arms
-learn nothing, so its verdict is inconclusive by the precondition. ``paper``: see PRESETS
-(wall time in the committed report):
+learn nothing, so its verdict is inconclusive by the precondition. ``paper``: see PRESETS;
+3 seeds took 26 minutes on 2 shared, heavily loaded CPU cores (3-11 min per seed):
 
     jaxlab run experiments/intruder_dimensions.py --preset smoke --seeds 1 --workdir /tmp/intr_smoke
     jaxlab run experiments/intruder_dimensions.py --preset paper --seeds 3 --publish \\
