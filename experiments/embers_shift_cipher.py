@@ -82,7 +82,7 @@ PRESETS = {
 class Config:
     name: str = "embers_shift_cipher"
     byte_model: str = "quickstart"          # "quickstart" (configs/models.py) or "tiny"
-    pretrain_steps: int = 250
+    pretrain_steps: int = 250               # 0: no pretraining, a random init (the tests)
     sft_steps: int = 500
     seq_len: int = 128                      # rows of pretraining and of packed SFT
     sft_lr: float = 2e-3
@@ -104,6 +104,8 @@ class Config:
             raise ValueError(f"shifts={self.shifts} must be distinct and hold 13 and at least one other shift")
         if len(self.shift_weights) != len(self.shifts) or min(self.shift_weights) <= 0:
             raise ValueError(f"shift_weights={self.shift_weights} must be one positive weight per shift {self.shifts}")
+        if self.pretrain_steps < 0:
+            raise ValueError(f"pretrain_steps must be >= 0, got {self.pretrain_steps}")
         if self.n_pairs < 2 or self.n_train < 2 or self.n_probe < 0:
             raise ValueError(f"need n_pairs >= 2, n_train >= 2 and n_probe >= 0, got {self.n_pairs}, {self.n_train}, "
                              f"{self.n_probe}")
@@ -189,10 +191,14 @@ def _byte_models(cfg: Config, workdir: Path, train: list, progress: bool):
     if cfg.byte_model == "tiny":
         mcfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
                                   mlp_dim=64)
+    else:
+        mcfg = models.get("quickstart")
+    if cfg.pretrain_steps == 0:   # no prior (the tests): a random init
+        base = transformer.init(mcfg, jax.random.key(cfg.seed))
+    elif cfg.byte_model == "tiny":
         base = pretrain_byte_model(workdir / "pretrain", mcfg, steps=cfg.pretrain_steps, seed=cfg.seed,
                                    batch_size=8, seq_len=64, progress=progress)
     else:
-        mcfg = models.get("quickstart")
         base = pretrain_byte_model(workdir / "pretrain", mcfg, steps=cfg.pretrain_steps, seed=cfg.seed,
                                    seq_len=cfg.seq_len, progress=progress)
     base = jax.device_get(base)
