@@ -217,8 +217,8 @@ def _plot_sweep(counts: dict, epsilons, path: Path, title: str, spread: dict | N
             if spread:
                 ax.fill_between(epsilons, spread[arm][0][i], spread[arm][1][i], alpha=0.2)
         ax.axvline(EPSILON, color="grey", ls=":", lw=1)
-        ax.set(xlabel="cosine threshold epsilon", ylabel=f"{d} count (sum over matrices)",
-               title=f"{d} ({'fine-tuned vs W0' if d == 'intruder' else 'W0 vs fine-tuned'}), {title}")
+        ax.set(xlabel="cosine threshold epsilon", ylabel=f"{d} count (sum over matrices)")
+        ax.set_title(f"{d} ({'fine-tuned vs W0' if d == 'intruder' else 'W0 vs fine-tuned'})\n{title}", fontsize=10)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
