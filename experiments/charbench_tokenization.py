@@ -44,7 +44,7 @@ precondition (1): a 135M model may not locate characters at all.
 Presets.
   smoke: a tiny random byte model stands in for the claim model (its "tokenizer" is bytes, so
     token lengths are all 1 and precondition (2) fails: inconclusive) and a tiny byte model
-    trained 20 steps; seconds.
+    trained 10 steps; seconds.
   paper: SmolLM2-135M-Instruct, 64 problems per task (words of 4-8 letters) and a
     quickstart byte model trained 200 SFT steps (16 rows of 128 bytes, one problem a row) on
     2000 train problems per task, per seed. Sized for the shared CPUs: under a load average
@@ -78,7 +78,8 @@ TASK_NAMES = ("char_count", "char_locate")
 REPORT_KEYS = ["locate_r", "accuracy_model_char_locate", "accuracy_byte_char_locate",
                "accuracy_model_char_count", "accuracy_byte_char_count"]
 PRESETS = {
-    "smoke": {"model": "tiny-random", "n_examples": 8, "byte_model": "tiny", "byte_steps": 10, "n_train": 32, "seq_len": 128,
+    "smoke": {"model": "tiny-random", "n_examples": 8, "byte_model": "tiny", "byte_steps": 10, "n_train": 32,
+              "seq_len": 128,
               "max_new_tokens": 6, "batch_size": 8},
     "paper": {"model": "smollm2-135m-instruct", "n_examples": 64, "byte_model": "quickstart", "byte_steps": 200,
               "n_train": 2000, "seq_len": 128, "max_new_tokens": 24, "batch_size": 16},

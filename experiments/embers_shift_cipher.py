@@ -12,7 +12,8 @@ its low-probability twin is the same window with the letters of every word shuff
 lengths and letters): one generator state gives the pair, so high and low are paired.
 
 The model. SmolLM2-135M-Instruct does not decode shift ciphers at all (a pilot on 8 rot-13
-words before the claim was fixed: 0 of 8; it mostly copies the ciphertext back), so a floor
+words before the claim was fixed, with a longer prompt: 0 of 8; it mostly writes the
+ciphertext back), so a floor
 would decide nothing. The claim is therefore about a byte model trained here, as the paper
 tells the story: (1) a ``byte_model`` pretrained ``pretrain_steps`` steps on the embedded corpus
 (:func:`jaxlab.train.loop.pretrain_byte_model`): its prior over text, under which the real
@@ -23,8 +24,9 @@ fine-tuning data favour neither kind and any gap comes from the pretrained prior
 still asked ``n_probe`` rot-13 pairs, and its accuracy is reported (not part of the verdict).
 
 Protocol per seed: ``n_pairs`` test pairs per shift (disjoint from the training prompts),
-greedy answers (at most max_chars + 8 bytes) scored by the task's verifier; the log-probability of each
-plaintext under the pretrained model (bits per character, before fine-tuning) is recorded.
+greedy answers (at most ``max_chars`` + 8 bytes) scored by the task's verifier; the
+log-probability of each plaintext under the pretrained model (bits per character, before
+fine-tuning) is recorded.
 
 Claim (fixed before any run, version 1): the fine-tuned byte model decodes high-probability
 plaintext more accurately than low-probability plaintext. Effect = accuracy(high) -
@@ -40,9 +42,14 @@ log-probability quartile (the paper's "accuracy follows output probability").
 Presets.
   smoke: tiny byte models, a few steps, 4 pairs per shift and a tiny random stand-in for the
     probe; seconds. The tiny model decodes nothing: inconclusive by the precondition.
-  paper: the quickstart byte model, 600 pretraining steps then 1500 SFT steps on 6000
-    problems, shifts (1, 3, 13) with weights (0.25, 0.25, 0.5), 1-2 word messages of at most
-    16 letters, 64 pairs per shift; SmolLM2 probe on 16 rot-13 pairs.
+  paper: the quickstart byte model, 250 pretraining steps (16 rows of 128 bytes) then 500
+    SFT steps (16 packed rows of 128 bytes, about 2 problems a row) on 8000 drawn problems
+    (those equal to a test prompt dropped), shifts (1, 3, 13) with weights (0.25, 0.25, 0.5),
+    1-2 word messages of at most 12 characters, 64 pairs per shift; SmolLM2 probe on 16
+    rot-13 pairs. Sized for the shared CPUs (a 16 x 128 step took about 2 s under a load
+    average near 15); it is a small training budget, and a model that decodes nothing gives
+    an inconclusive verdict by the precondition. Measured: about 46 minutes for 2 seeds, with
+    the machine's load average between 15 and 30 (other jobs shared the 2 cores).
 
     jaxlab run experiments/embers_shift_cipher.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/embers_shift_cipher.py --preset paper --seeds 2 --publish
@@ -236,7 +243,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
         pcfg, pparams, ptok = load_experiment_model(cfg.probe_model, cfg.seed)
         probe_items = [(i, kind, p[kind]) for i, p in enumerate(pairs(cfg, 13, cfg.n_probe, "probe"))
                        for kind in PLAINTEXTS]
-        ptexts = greedy_texts(pcfg, pparams, ptok, [e.prompt for *_, e in probe_items], max_new_tokens=cfg.max_chars + 8,
+        ptexts = greedy_texts(pcfg, pparams, ptok, [e.prompt for *_, e in probe_items],
+                              max_new_tokens=cfg.max_chars + 8,
                               batch_size=cfg.batch_size, progress=progress)
         probe = [{"pair": i, "kind": kind, "plaintext": e.answer, "correct": int(task.verify(e, t)),
                   "response": t[:80]} for (i, kind, e), t in zip(probe_items, ptexts, strict=True)]
