@@ -111,22 +111,6 @@ def get_config():
     return Config()
 
 
-def load_base(model: str, base_dir: str, base_steps: int, workdir: Path, progress: bool):
-    """(model_cfg, params): "tiny-random" (a random 1-layer byte model), or the configs/models.py
-    preset ``model`` pre-trained ``base_steps`` steps on the embedded corpus in ``base_dir``
-    (default ``workdir/base``; resumable, loaded when finished)."""
-    from jaxlab.interop.models import TINY_RANDOM, load_experiment_model
-
-    if model == TINY_RANDOM:
-        mcfg, params, _ = load_experiment_model(model, 0)
-        return mcfg, params
-    from configs import models
-    from jaxlab.train.loop import pretrain_byte_model
-
-    mcfg = models.get(model)
-    return mcfg, pretrain_byte_model(base_dir or workdir / "base", mcfg, steps=base_steps, seed=0, progress=progress)
-
-
 def text_row_losses(model_cfg, params, rows_NT) -> np.ndarray:
     """float64 [N]: the mean next-token loss of each text row."""
     import jax
@@ -147,10 +131,12 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     from jaxlab.evals.floor import constant_guess_floor
     from jaxlab.evals.generation import greedy_correct
     from jaxlab.peft.adapters import AdapterSpec
+    from jaxlab.peft.compare import study_base
     from jaxlab.peft.study import finetune_arm
 
     start = time.time()
-    mcfg, base = load_base(cfg.model, cfg.base_dir, cfg.base_steps, workdir, progress)
+    mcfg, base = study_base(cfg.model, base_dir=cfg.base_dir, base_steps=cfg.base_steps, workdir=workdir,
+                            seed=0)  # one base for every seed
     task = tasks.get(cfg.task, train_difficulty=tuple(cfg.train_difficulty),
                      **({"ops": cfg.ops} if cfg.task == "arithmetic" else {}))
     splits = task.splits(cfg.seed, cfg.n_train, cfg.n_test, 0)
