@@ -220,7 +220,9 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
                         progress: bool = True) -> dict:
     """Pre-trains the byte model ``model_cfg`` on the embedded corpus through :func:`train`
     (AdamW, cosine schedule, warm-up min(100, steps/5)) and returns its final params. The run
-    lives in ``workdir``: calling again resumes or, when finished, just loads it; its checkpoints
+    lives in ``workdir``: calling again resumes it or, when its newest checkpoint is step
+    ``steps`` with ``model_cfg``'s shapes, only reads it (nothing is written, so concurrent
+    runs can share one base); its checkpoints
     (every ``checkpoint_every`` steps, the newest ``keep_checkpoints`` kept) serve analyses of
     training. The shared starting point of experiments that need "a model that knows some text"
     more cheaply than SmolLM2."""
@@ -231,6 +233,17 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
 
     if model_cfg.vocab_size < 259:
         raise ValueError(f"a byte model needs vocab_size >= 259 (256 bytes + specials), got {model_cfg.vocab_size}")
+    from jaxlab.train.checkpoint import CheckpointError
+
+    try:
+        step, params = load_params(workdir)
+    except CheckpointError:
+        step, params = None, None
+    if step == steps:
+        want = jax.eval_shape(transformer.init, model_cfg, jax.random.key(0))
+        if jax.tree.structure(want) == jax.tree.structure(params) and all(
+                w.shape == np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
+            return params
     every = checkpoint_every or steps
     train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, eval_batches=2,
                             loop=LoopConfig(steps=steps, seed=seed, eval_every=steps, log_every=max(1, every // 4),
