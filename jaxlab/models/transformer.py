@@ -72,6 +72,10 @@ class Config:
     # time only, without retraining.
     attention_kind: AttentionKind = "softmax"
     attention_reweight_power: float = 1.0
+    # The multiplier of attention's two products, q.k and probs.v: "exact" (the kernels), or
+    # "lmul<m>" (L-Mul with m mantissa bits), "fp8_e4m3", "fp8_e5m2" through the explicit
+    # attention path (jaxlab.nn.attention.explicit_attention; jaxlab.analysis.lmul).
+    attention_products: str = "exact"
     remat: Remat = "none"
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
     # A local Hugging Face model folder to start from (``jaxlab run``): its architecture and
@@ -98,6 +102,12 @@ class Config:
         if not self.attention_reweight_power >= 1.0:
             raise ValueError(f"model.attention_reweight_power must be >= 1, got "
                              f"{self.attention_reweight_power}")
+        if self.attention_products != "exact":
+            from jaxlab.analysis.lmul import check_products  # not at import: analysis imports this module
+            try:
+                check_products(self.attention_products)
+            except ValueError as e:
+                raise ValueError(f"model.attention_products: {e}") from None
 
     @property
     def attention(self) -> AttentionConfig:
@@ -107,7 +117,8 @@ class Config:
             rope_base=self.rope_base, rope_fraction=self.rope_fraction,
             rope_scaling=self.rope_scaling, causal=self.causal,
             window=self.window, bias=self.attention_bias, impl=self.attention_impl,
-            kind=self.attention_kind, reweight_power=self.attention_reweight_power)
+            kind=self.attention_kind, reweight_power=self.attention_reweight_power,
+            products=self.attention_products)
 
     @property
     def dtype(self):
@@ -189,6 +200,9 @@ def param_axes(path: str) -> tuple[str, ...]:
 CAPTURE_POINTS = {
     "resid": "the residual stream entering the layer [L, B, T, D]",
     "attn_out": "the attention block's output added to the stream [L, B, T, D]",
+    "attn_probs": ("the attention probabilities [L, B, H, T, S] (float32), masked keys 0: computed "
+                   "by the explicit attention path (jaxlab.nn.attention.explicit_attention) when asked for; "
+                   "the model has no score softcap"),
     "mlp_hidden": "the MLP hidden act(W_gate h) * W_up h, the down projection's input [L, B, T, F]",
     "mlp_out": "the MLP block's output added to the stream [L, B, T, D]",
 }
@@ -209,10 +223,14 @@ def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, rope, segment_ids_B
         x_BTD = x_BTD + edit["resid_add"].astype(x_BTD.dtype)
     seen = {"resid": x_BTD}
     h_BTD = norm(layer_params["attn_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
-    attn_BTD, new_cache = attention_block(
+    attn = attention_block(
         layer_params["attn"], h_BTD, cfg.attention, rope=rope,
         segment_ids_BT=segment_ids_BT, cache=cache_layer, cache_index=cache_index,
-        kv_segment_ids_BS=kv_segment_ids_BS, head_scale_H=edit.get("head_scale"))
+        kv_segment_ids_BS=kv_segment_ids_BS, head_scale_H=edit.get("head_scale"),
+        return_probs="attn_probs" in capture)
+    attn_BTD, new_cache = attn[:2]
+    if "attn_probs" in capture:
+        seen["attn_probs"] = attn[2]
     x_BTD = x_BTD + attn_BTD
     h_BTD = norm(layer_params["mlp_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     hidden_BTF = mlp_hidden(layer_params["mlp"], h_BTD, cfg.mlp_type)

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from jaxlab.analysis import lens
+from jaxlab.kernels.attention import attention_mask
 from jaxlab.models import transformer
+from jaxlab.nn.linear import dense
+from jaxlab.nn.norms import norm
 
 CFG = transformer.Config(vocab_size=64, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=48)
 
@@ -29,7 +32,34 @@ def test_captured_points_add_up_to_the_stream(params):
     np.testing.assert_allclose(seen["resid"], hidden[:-1], atol=1e-6)
     np.testing.assert_allclose(seen["resid"] + seen["attn_out"] + seen["mlp_out"], hidden[1:], atol=1e-5)
     with pytest.raises(ValueError, match="unknown capture point"):
-        transformer.apply(params, tokens(), CFG, capture=("attn_probs",))
+        transformer.apply(params, tokens(), CFG, capture=("attn_weights",))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_captured_attention_probabilities_are_the_layers_mixing_weights(params, window):
+    """Rows sum to 1 over the allowed keys and are 0 elsewhere (causal, window, segments), and
+    probs @ V @ W_o gives back the captured attention output, with GQA (4 query heads, 2 kv)."""
+    cfg = transformer.Config(**{**CFG.__dict__, "window": window})
+    segs = jnp.array([[1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 1, 1]])
+    base = transformer.apply(params, tokens(), cfg, segment_ids_BT=segs)
+    logits, seen = transformer.apply(params, tokens(), cfg, segment_ids_BT=segs,
+                                     capture=("resid", "attn_out", "attn_probs"))
+    np.testing.assert_allclose(logits, base, atol=1e-5)  # the explicit path computes the same layer
+    probs = np.asarray(seen["attn_probs"])
+    assert probs.shape == (3, 2, 4, 7, 7) and probs.dtype == np.float32
+    allowed = np.asarray(attention_mask(7, 7, causal=True, window=window, q_segment_ids_BT=segs,
+                                        kv_segment_ids_BS=segs))  # [B, T, S]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+    assert np.all(probs[:, ~np.broadcast_to(allowed[:, None], probs.shape[1:])] == 0.0)
+    assert probs[0, 0, 0, 4, 3] == 0.0 and probs[0, 0, 0, 4, 4] == 1.0  # a new segment starts at 4
+    for layer in range(3):
+        lp = jax.tree.map(lambda a: a[layer], params["layers"])
+        h = norm(lp["attn_norm"], seen["resid"][layer], cfg.norm_type, cfg.norm_eps)
+        v_BSKD = dense(lp["attn"]["v"], h, "btd,dhk->bthk")
+        v_BSHD = jnp.repeat(v_BSKD, 2, axis=2)  # query head h reads kv head h // 2
+        mixed = jnp.einsum("bhts,bshd->bthd", seen["attn_probs"][layer], v_BSHD)
+        np.testing.assert_allclose(dense(lp["attn"]["o"], mixed, "bthk,hkd->btd"), seen["attn_out"][layer],
+                                   atol=1e-5)
 
 
 def test_interventions_are_pure_and_do_what_they_say(params):
