@@ -43,8 +43,8 @@ below 1,000 too). ``paper``: the pre-trained base, 3 rates per method (LoRA 5e-3
 the pilot's working rate; FourierFT 2e-2, 5e-2, 1e-1), 200 steps of 16 packed rows of 64 tokens,
 2000 train / 128 validation / 256 test problems, 1 seed (its interval covers the test problems
 only; one arm of 200 steps took about 8 minutes on the 2 heavily shared CPU cores, so the six
-arms were trained in parallel processes into the run's arm folders, which ``jaxlab run`` then
-loads):
+arms were trained in 3 parallel processes into the run's arm folders, which ``jaxlab run`` then
+loads: 28 minutes of training and 5 minutes of loading and evaluating, measured):
 
     jaxlab run experiments/fourierft_vs_lora.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/fourierft_vs_lora.py --preset paper --seeds 1 --workdir OUT/fourierft \\

@@ -49,8 +49,9 @@ few steps; its LoRA is at the floor, so the verdict is inconclusive by precondit
 ``paper``: the pre-trained base above, 5 rates, 200 steps of 16 packed rows of 64 tokens,
 2000 train / 128 validation / 256 test problems, 1 seed (its interval covers the test problems
 only; more seeds rerun with ``--seeds N``, finished arms are reused). One arm of 200 steps took
-about 8 minutes on the 2 heavily shared CPU cores, so the ten arms were trained in parallel
-processes into the run's arm folders, which ``jaxlab run`` then loads:
+about 8 minutes on the 2 heavily shared CPU cores, so the ten arms were trained in 5 parallel
+processes (one rate each) into the run's arm folders, which ``jaxlab run`` then loads: 26
+minutes of training and 6 minutes of loading and evaluating (measured):
 
     jaxlab run experiments/singlora_vs_lora.py --preset smoke --seeds 2 --publish
     jaxlab run experiments/singlora_vs_lora.py --preset paper --seeds 1 --workdir OUT/singlora \\
