@@ -20,6 +20,7 @@ def qkv(T=6, S=6):
             jax.random.normal(kv, (2, S, 2, 8)))
 
 
+@pytest.mark.slow
 def test_lmul_einsum_is_the_sum_of_elementwise_lmul_products():
     a = jax.random.normal(jax.random.key(0), (3, 5, 8)).at[0, 0, :3].set(0.0)
     b = 1e3 * jax.random.normal(jax.random.key(1), (3, 7, 8))
@@ -35,6 +36,7 @@ def test_lmul_einsum_is_the_sum_of_elementwise_lmul_products():
             lmul.check_products(bad)
 
 
+@pytest.mark.slow
 def test_explicit_attention_with_lmul_products_matches_an_elementwise_emulation():
     q, k, v = qkv()
     exact, probs = explicit_attention(q, k, v)
