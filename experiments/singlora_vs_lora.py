@@ -44,17 +44,18 @@ interval by a nested bootstrap over seeds and problems
 (``jaxlab.peft.compare.sweep_spread_difference``); "SingLoRA varies less" held when the
 interval is above 0.
 
-Presets. ``smoke`` (the tests): a random 1-layer byte model, 2 rates, a
-few steps; its LoRA is at the floor, so the verdict is inconclusive by precondition (2).
+Presets. ``smoke`` (the tests): a random 1-layer byte model, one rate (the sweep's machinery
+with the least test time), a few steps; its LoRA is at the floor, so the verdict is
+inconclusive by precondition (2).
 ``paper``: the pre-trained base above, 5 rates, 200 steps of 16 packed rows of 64 tokens,
-2000 train / 128 validation / 256 test problems, 1 seed (its interval covers the test problems
-only; more seeds rerun with ``--seeds N``, finished arms are reused). One arm of 200 steps took
-about 8 minutes on the 2 heavily shared CPU cores, so the ten arms were trained in 5 parallel
-processes (one rate each) into the run's arm folders, which ``jaxlab run`` then loads: 26
-minutes of training and 6 minutes of loading and evaluating (measured):
+2000 train / 128 validation / 256 test problems, 2 seeds. One arm of 200 steps took about 8
+minutes on the 2 heavily shared CPU cores, so each seed's ten arms were trained in 5 parallel
+processes (one rate each) into the run's arm folders, which ``jaxlab run`` then loads: seed 0
+took 26 minutes of training, seed 1 (on a less loaded machine) 6, and loading and evaluating
+the 20 arms 5 more (measured):
 
     jaxlab run experiments/singlora_vs_lora.py --preset smoke --seeds 2 --publish
-    jaxlab run experiments/singlora_vs_lora.py --preset paper --seeds 1 --workdir OUT/singlora \\
+    jaxlab run experiments/singlora_vs_lora.py --preset paper --seeds 2 --workdir OUT/singlora \\
         --set base_dir=OUT/byte_base_q600 --publish
 """
 
@@ -90,7 +91,7 @@ CEILING = 0.95      # LoRA at or above this accuracy: no room to compare
 MAX_PARAM_RATIO = 0.6
 
 PRESETS = {
-    "smoke": {"model": "tiny-random", "lrs": (1e-3, 1e-2), "n_train": 64, "n_val": 16, "n_test": 16,
+    "smoke": {"model": "tiny-random", "lrs": (1e-2,), "n_train": 64, "n_val": 16, "n_test": 16,
               "steps": 4, "batch_size": 8, "seq_len": 32, "max_new_tokens": 4, "rank": 2},
     "paper": {"model": "quickstart", "base_steps": 600, "lrs": (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2),
               "n_train": 2000, "n_val": 128, "n_test": 256, "steps": 200, "batch_size": 16, "seq_len": 64,
