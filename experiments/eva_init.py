@@ -37,13 +37,13 @@ every seed. Greedy test accuracy of both arms is reported, not claimed.
 Presets. ``smoke`` (the tests): a random 1-layer byte model, a few steps; the claim's numbers
 are computed but on a random model they say nothing. ``paper``: the pre-trained base, lr 1e-2
 (the pilot's working rate for LoRA), 200 steps of 16 packed rows of 64 tokens, 2000 train / 256
-test problems, 3 seeds (one arm of 200 steps took about 8 minutes on the 2 heavily shared CPU
-cores, so the seeds were trained in 3 parallel processes into the run's seed folders, which
-``jaxlab run`` then loads: 33 minutes of training and 1 minute of loading and evaluating,
-measured):
+test problems, 5 seeds. One arm of 200 steps took about 8 minutes on the 2 heavily shared CPU
+cores, so the seeds were trained in parallel processes into the run's seed folders, which
+``jaxlab run`` then loads: seeds 0-2 took 33 minutes of training, seeds 3-4 (on a less loaded
+machine) 6, and loading and evaluating the 10 arms 1 more (measured):
 
     jaxlab run experiments/eva_init.py --preset smoke --seeds 2 --publish
-    jaxlab run experiments/eva_init.py --preset paper --seeds 3 --workdir OUT/eva \\
+    jaxlab run experiments/eva_init.py --preset paper --seeds 5 --workdir OUT/eva \\
         --set base_dir=OUT/byte_base_q600 --publish
 """
 
