@@ -22,35 +22,20 @@ def study_base(model: str, *, base_dir: str, base_steps: int, workdir: str | Pat
     presets' random 1-layer byte model, initialised from ``seed``), or a preset of
     :mod:`configs.models` pre-trained for ``base_steps`` steps on the embedded corpus by
     :func:`jaxlab.train.loop.pretrain_byte_model` (seed 0) in ``base_dir`` (empty:
-    ``workdir/base``). A base whose newest checkpoint is step ``base_steps``, with the
-    parameter shapes of ``model``, is only read (nothing is written into ``base_dir``, so
-    concurrent runs can share it); otherwise the pre-training runs or resumes there."""
+    ``workdir/base``): a finished base is only read, so concurrent runs can share it; otherwise
+    the pre-training runs or resumes there."""
     if model == "tiny-random":
         from jaxlab.interop.models import load_experiment_model
 
         model_cfg, params, _ = load_experiment_model(model, seed)
         return model_cfg, params
-    import jax
-
     from configs import models
-    from jaxlab.models import transformer
-    from jaxlab.train.checkpoint import CheckpointError, load_params
     from jaxlab.train.loop import pretrain_byte_model
 
     if base_steps < 1:
         raise ValueError(f"base_steps must be >= 1, got {base_steps}")
     model_cfg = models.get(model)
     where = Path(base_dir) if base_dir else Path(workdir) / "base"
-    try:
-        step, params = load_params(where)
-    except CheckpointError:
-        step, params = None, None
-    if step == base_steps:
-        want = jax.eval_shape(transformer.init, model_cfg, jax.random.key(0))
-        if jax.tree.structure(want) == jax.tree.structure(params) and all(
-                w.shape == p.shape for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
-            return model_cfg, params
-        raise ValueError(f"the base in {where} does not have the parameter shapes of model {model!r}")
     return model_cfg, pretrain_byte_model(where, model_cfg, steps=base_steps, seed=0, progress=False)
 
 
