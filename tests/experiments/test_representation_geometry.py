@@ -46,19 +46,30 @@ def test_geometry_rows_are_held_out_validation_text(exp):
 @pytest.mark.slow
 def test_smoke_run_recomputes_its_verdict_from_the_trajectories(tmp_path, exp):
     assert cli.main(["run", EXPERIMENT, "--workdir", str(tmp_path), "--no-progress", "--preset", "smoke",
-                     "--seeds", "2", "--set", "steps=12", "checkpoint_every=3", "n_rows=4"]) == 0
+                     "--seeds", "1", "--set", "steps=8", "checkpoint_every=2", "n_rows=4"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     runs = results["runs"]["representation_geometry"]
     for run in runs:
-        assert run["steps"] == [0, 3, 6, 9, 12] and run["warmup_steps"] == 2
+        assert run["steps"] == [0, 2, 4, 6, 8] and run["warmup_steps"] == exp.warmup_steps(8) == 1
         rankme = [p["rankme"] for p in run["points"]]
         assert all(1.0 <= r <= 32 for r in rankme) and len(run["points"][0]["rankme_layers"]) == 3
-        assert (run["peak_effect"], run["peak_step"]) == pytest.approx(exp.peak_effect(run["steps"], rankme, 2))
+        assert (run["peak_effect"], run["peak_step"]) == pytest.approx(exp.peak_effect(run["steps"], rankme, 1))
         assert run["points"][-1]["loss"] < run["points"][0]["loss"]  # it trains
     effects = [r["peak_effect"] for r in runs]
     v = results["verdict"]
     assert v["effect"] == pytest.approx(np.mean(effects)) and v["threshold"] == 0.05
-    low, high = stats.t_interval(effects)
-    assert v["low"] == pytest.approx(min(low, np.mean(effects)))
-    assert v["outcome"] == "inconclusive" and "learn" in v["reason"]  # 12 steps do not make a language model
-    assert (tmp_path / "representation_geometry" / "seed1" / "geometry.png").exists()
+    assert v["low"] == v["high"] == pytest.approx(np.mean(effects))  # one seed: no interval
+    assert v["outcome"] == "inconclusive" and "2 seeds" in v["reason"]
+    assert (tmp_path / "representation_geometry" / "seed0" / "geometry.png").exists()
+
+    # the finished pre-training run is only read when asked for again (shared bases stay as they are)
+    from jaxlab.train.checkpoint import load_params
+    from jaxlab.train.loop import pretrain_byte_model
+
+    model_dir = tmp_path / "representation_geometry" / "seed0" / "byte_model"
+    stamps = {f: f.stat().st_mtime_ns for f in model_dir.rglob("*") if f.is_file()}
+    cfg = exp.Config(**{**exp.PRESETS["smoke"], "steps": 8, "checkpoint_every": 2})
+    params = pretrain_byte_model(model_dir, exp._model_config(cfg), steps=8, seed=0, progress=False)
+    assert {f: f.stat().st_mtime_ns for f in model_dir.rglob("*") if f.is_file()} == stamps
+    np.testing.assert_array_equal(params["embed"]["embedding"],
+                                  load_params(model_dir, 8)[1]["embed"]["embedding"])
