@@ -137,15 +137,13 @@ def _byte_model(cfg: Config, train: list, workdir: Path, progress: bool):
     """A byte model trained from scratch by SFT on ``train`` (Examples); resumable in workdir."""
     from configs import models
     from jaxlab.data.tokenizer import BYTES
-    from jaxlab.models import transformer
     from jaxlab.train.fit import LoopConfig
     from jaxlab.train.optim import OptimConfig
     from jaxlab.train.sft import SFTConfig, train_sft
     from jaxlab.train.sharding import MeshConfig, experiment_mesh
 
     if cfg.byte_model == "tiny":
-        mcfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
-                                  mlp_dim=64)
+        from jaxlab.interop.models import TINY_CONFIG as mcfg
     else:
         mcfg = models.get("quickstart")
     records = [{"prompt": e.prompt, "response": e.answer} for e in train]

@@ -196,8 +196,7 @@ def _byte_models(cfg: Config, workdir: Path, train: list, progress: bool):
     from jaxlab.train.sharding import MeshConfig, experiment_mesh
 
     if cfg.byte_model == "tiny":
-        mcfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
-                                  mlp_dim=64)
+        from jaxlab.interop.models import TINY_CONFIG as mcfg
     else:
         mcfg = models.get("quickstart")
     if cfg.pretrain_steps == 0:   # no prior (the tests): a random init

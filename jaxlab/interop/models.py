@@ -282,6 +282,11 @@ def load_model(spec: str | Path, *, dtype: str = "float32") -> tuple[transformer
 TINY_RANDOM = "tiny-random"
 
 
+# The smoke presets' stand-in model: 1 layer, d_model 32, bytes plus room for added tokens.
+TINY_CONFIG = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
+                                 mlp_dim=64)
+
+
 def load_experiment_model(name: str, seed: int) -> tuple[transformer.Config, dict, Tokenizer]:
     """What a post-training experiment's ``model`` setting names: anything :func:`load_model`
     takes, or ``"tiny-random"``: a 1-layer byte-level transformer initialised from ``seed`` (the
@@ -290,9 +295,7 @@ def load_experiment_model(name: str, seed: int) -> tuple[transformer.Config, dic
         import jax
 
         from jaxlab.data.tokenizer import BYTES
-        cfg = transformer.Config(vocab_size=264, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                 head_dim=16, mlp_dim=64)
-        return cfg, transformer.init(cfg, jax.random.key(seed)), BYTES
+        return TINY_CONFIG, transformer.init(TINY_CONFIG, jax.random.key(seed)), BYTES
     return load_model(name)
 
 
