@@ -23,6 +23,16 @@ compute dtype.
 
 Randomness: step i draws with ``fold_in(key, i)`` (one categorical draw per row from that key),
 so the same key, prompts and configs give the same output.
+
+Shared prompts (prefix reuse): ``samples_per_prompt = S`` samples S completions of each of B
+prompts from one prefill. The prompt is run once per prompt; its cache rows and last logits are
+repeated S times (row b * S + s is sample s of prompt b), and decoding runs on the B * S rows.
+The draws are those of ``generate`` on the prompts each repeated S times, without S - 1 of the
+S prefills.
+
+Top log-probs: ``sample_cfg.top_logprobs = k`` also records, at every step, the k largest
+log-probs of the model's raw distribution log_softmax(logits) (temperature 1, no filters),
+descending: what trace confidences (DeepConf) are computed from.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ class SampleConfig:
     min_p: keep tokens with prob >= min_p * max prob, in [0, 1]; 0 = off.
     stop_tokens: token ids that end a row (the stop token is kept in the output).
     pad_id: the token written into output slots after a row has stopped.
+    top_logprobs: k, record the k largest raw-model log-probs at each step (0 = off).
     """
 
     max_new_tokens: int = 128
@@ -59,6 +70,7 @@ class SampleConfig:
     min_p: float = 0.0
     stop_tokens: tuple[int, ...] = ()
     pad_id: int = 0
+    top_logprobs: int = 0
 
     def __post_init__(self):
         def is_int(x):
@@ -88,6 +100,8 @@ class SampleConfig:
                              f"got {self.stop_tokens!r}")
         if not is_int(self.pad_id):
             raise ValueError(f"sample.pad_id must be an int, got {self.pad_id!r}")
+        if not is_int(self.top_logprobs) or self.top_logprobs < 0:
+            raise ValueError(f"sample.top_logprobs must be an int >= 0 (0 = off), got {self.top_logprobs!r}")
 
     @property
     def greedy(self) -> bool:
@@ -104,6 +118,8 @@ class SampleOutput(NamedTuple):
       0 at masked slots.
     mask [B, N] int32: 1 for generated tokens up to and including the stop token.
     lengths [B] int32: sum of mask over N.
+    top_logprobs [B, N, k] float32: the k = ``top_logprobs`` largest log-probs of
+      log_softmax(raw logits) at each step, descending; 0 at masked slots (k = 0: empty).
     """
 
     tokens: jax.Array
@@ -111,6 +127,7 @@ class SampleOutput(NamedTuple):
     model_logprobs: jax.Array
     mask: jax.Array
     lengths: jax.Array
+    top_logprobs: jax.Array
 
 
 def pad_prompts(prompts: list[list[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +160,11 @@ def pad_prompts(prompts: list[list[int] | np.ndarray], pad_id: int) -> tuple[np.
 
 
 def sample_token(logits_BV: jax.Array, key: jax.Array, cfg: SampleConfig):
-    """One draw per row: (token_B int32, logprob_B, model_logprob_B).
+    """One draw per row: (token_B int32, logprob_B, model_logprob_B, top_logprobs_Bk).
 
     ``logprob`` is log q(token) under ``process_logits(logits, cfg)`` (0 for greedy);
-    ``model_logprob`` is log_softmax(logits)[token].
+    ``model_logprob`` is log_softmax(logits)[token]; ``top_logprobs`` the ``cfg.top_logprobs``
+    largest values of log_softmax(logits), descending.
     """
     logits_BV = logits_BV.astype(jnp.float32)
     if cfg.greedy:
@@ -156,9 +174,13 @@ def sample_token(logits_BV: jax.Array, key: jax.Array, cfg: SampleConfig):
         logq_BV = process_logits(logits_BV, cfg)
         token_B = jax.random.categorical(key, logq_BV, axis=-1).astype(jnp.int32)
         logprob_B = jnp.take_along_axis(logq_BV, token_B[:, None], axis=-1)[:, 0]
-    model_logprob_B = jnp.take_along_axis(
-        jax.nn.log_softmax(logits_BV, axis=-1), token_B[:, None], axis=-1)[:, 0]
-    return token_B, logprob_B, model_logprob_B
+    model_logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
+    model_logprob_B = jnp.take_along_axis(model_logp_BV, token_B[:, None], axis=-1)[:, 0]
+    if cfg.top_logprobs:
+        top_Bk = jax.lax.top_k(model_logp_BV, min(cfg.top_logprobs, logits_BV.shape[-1]))[0]
+    else:
+        top_Bk = jnp.zeros((token_B.shape[0], 0), jnp.float32)
+    return token_B, logprob_B, model_logprob_B, top_Bk
 
 
 class _LoopState(NamedTuple):
@@ -170,6 +192,7 @@ class _LoopState(NamedTuple):
     logprobs_BN: jax.Array
     model_logprobs_BN: jax.Array
     mask_BN: jax.Array
+    top_BNk: jax.Array
 
 
 def _is_stop(token_B: jax.Array, stop_tokens: tuple[int, ...]) -> jax.Array:
@@ -178,7 +201,7 @@ def _is_stop(token_B: jax.Array, stop_tokens: tuple[int, ...]) -> jax.Array:
     return jnp.any(token_B[:, None] == jnp.asarray(stop_tokens, jnp.int32)[None, :], axis=-1)
 
 
-def _record(state: _LoopState, token_B, logprob_B, model_logprob_B, cfg: SampleConfig) -> _LoopState:
+def _record(state: _LoopState, token_B, logprob_B, model_logprob_B, top_Bk, cfg: SampleConfig) -> _LoopState:
     """Writes slot ``state.step`` (masked for rows already done) and advances the step."""
     live_B = ~state.done_B
     i = state.step
@@ -191,22 +214,29 @@ def _record(state: _LoopState, token_B, logprob_B, model_logprob_B, cfg: SampleC
         logprobs_BN=put(state.logprobs_BN, jnp.where(live_B, logprob_B, 0.0)),
         model_logprobs_BN=put(state.model_logprobs_BN, jnp.where(live_B, model_logprob_B, 0.0)),
         mask_BN=put(state.mask_BN, live_B),
+        top_BNk=state.top_BNk.at[:, i].set(jnp.where(live_B[:, None], top_Bk, 0.0)),
     )
 
 
 def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, mask_BT: jax.Array,
-              key: jax.Array, sample_cfg: SampleConfig) -> SampleOutput:
-    B, T = tokens_BT.shape
+              key: jax.Array, sample_cfg: SampleConfig, samples_per_prompt: int = 1) -> SampleOutput:
+    P, T = tokens_BT.shape
     N = sample_cfg.max_new_tokens
     # slots: T prompt + N - 1 fed samples (the last sample is never fed); one spare
-    cache = transformer.init_cache(model_cfg, B, T + N)
+    cache = transformer.init_cache(model_cfg, P, T + N)
     logits_B1V, cache = transformer.prefill(params, tokens_BT.astype(jnp.int32), model_cfg, cache,
                                             mask_BT=mask_BT.astype(jnp.int32), last_only=True)
+    if samples_per_prompt > 1:  # one prefill per prompt; row b * S + s is its sample s
+        rep = lambda x: jnp.repeat(x, samples_per_prompt, axis=1 if x.ndim == 5 else 0)
+        cache = {name: (value if name == "index" else rep(value)) for name, value in cache.items()}
+        logits_B1V = jnp.repeat(logits_B1V, samples_per_prompt, axis=0)
+    B = P * samples_per_prompt
+    K = min(sample_cfg.top_logprobs, model_cfg.vocab_size)
     state = _LoopState(
         step=jnp.zeros((), jnp.int32), cache=cache, token_B=jnp.zeros((B,), jnp.int32),
         done_B=jnp.zeros((B,), bool), tokens_BN=jnp.full((B, N), sample_cfg.pad_id, jnp.int32),
         logprobs_BN=jnp.zeros((B, N), jnp.float32), model_logprobs_BN=jnp.zeros((B, N), jnp.float32),
-        mask_BN=jnp.zeros((B, N), jnp.int32))
+        mask_BN=jnp.zeros((B, N), jnp.int32), top_BNk=jnp.zeros((B, N, K), jnp.float32))
     state = _record(state, *sample_token(logits_B1V[:, -1], jax.random.fold_in(key, 0), sample_cfg),
                     sample_cfg)
 
@@ -221,10 +251,10 @@ def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array,
     state = jax.lax.while_loop(cond, body, state)
     return SampleOutput(tokens=state.tokens_BN, logprobs=state.logprobs_BN,
                         model_logprobs=state.model_logprobs_BN, mask=state.mask_BN,
-                        lengths=jnp.sum(state.mask_BN, axis=1))
+                        lengths=jnp.sum(state.mask_BN, axis=1), top_logprobs=state.top_BNk)
 
 
-_generate_jit = jax.jit(_generate, static_argnames=("model_cfg", "sample_cfg"))
+_generate_jit = jax.jit(_generate, static_argnames=("model_cfg", "sample_cfg", "samples_per_prompt"))
 
 MIN_PROMPT_BUCKET = 16
 
@@ -269,8 +299,9 @@ def _check_inputs(model_cfg, tokens_BT, mask_BT, sample_cfg):
 
 
 def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, mask_BT: jax.Array,
-             key: jax.Array, sample_cfg: SampleConfig) -> SampleOutput:
-    """Samples ``sample_cfg.max_new_tokens`` tokens after each left-padded prompt.
+             key: jax.Array, sample_cfg: SampleConfig, samples_per_prompt: int = 1) -> SampleOutput:
+    """Samples ``sample_cfg.max_new_tokens`` tokens after each left-padded prompt
+    (``samples_per_prompt`` completions of each, from one prefill: module docstring).
 
     Args:
       params, model_cfg: a :mod:`jaxlab.models.transformer` model.
@@ -278,8 +309,11 @@ def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, 
       mask_BT: 1 for real prompt tokens, 0 for left padding.
       key: PRNG key; step i uses ``fold_in(key, i)`` (unused when greedy).
       sample_cfg: a :class:`SampleConfig` (static).
+      samples_per_prompt: S >= 1 (static); the output has B * S rows, row b * S + s the
+        s-th sample of prompt b.
     Returns:
-      :class:`SampleOutput` with [B, N] tokens / logprobs / model_logprobs / mask and [B] lengths.
+      :class:`SampleOutput` with [B * S, N] tokens / logprobs / model_logprobs / mask, [B * S]
+      lengths and [B * S, N, k] top_logprobs.
 
     Runs a jit-compiled function (``model_cfg`` and ``sample_cfg`` static) on prompts padded to
     ``prompt_bucket(T)`` (one compile per bucket, batch size and configs); callable inside an
@@ -287,5 +321,8 @@ def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, 
     values are concrete.
     """
     _check_inputs(model_cfg, tokens_BT, mask_BT, sample_cfg)
+    if isinstance(samples_per_prompt, bool) or not isinstance(samples_per_prompt, (int, np.integer)) \
+            or samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be an int >= 1, got {samples_per_prompt!r}")
     tokens_BT, mask_BT = bucket_prompts(tokens_BT, mask_BT, sample_cfg.pad_id)
-    return _generate_jit(params, model_cfg, tokens_BT, mask_BT, key, sample_cfg)
+    return _generate_jit(params, model_cfg, tokens_BT, mask_BT, key, sample_cfg, int(samples_per_prompt))

@@ -260,3 +260,23 @@ def test_all_rows_stop_at_once(params, model_cfg):
     np.testing.assert_array_equal(out.tokens[:, 1:], -1)
     np.testing.assert_array_equal(out.mask, np.broadcast_to(np.arange(5) < 1, (len(PROMPTS), 5)))
     assert np.all(np.asarray(out.tokens[:, 0]) >= 0)
+
+
+def test_shared_prefill_samples_equal_repeated_prompts_and_top_logprobs(params, model_cfg, seq_logits):
+    """samples_per_prompt S: the draws of the prompts each repeated S times, from one prefill per
+    prompt; top_logprobs: the k largest log_softmax values of the uncached logits, descending."""
+    cfg = dataclasses.replace(SAMPLED, top_logprobs=3)
+    tokens_BT, mask_BT = pad_prompts(PROMPTS[:2], PAD)
+    shared = generate(params, model_cfg, tokens_BT, mask_BT, jax.random.PRNGKey(4), cfg, samples_per_prompt=2)
+    repeated = run(params, model_cfg, [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]], cfg, seed=4)
+    np.testing.assert_array_equal(shared.tokens, repeated.tokens)
+    np.testing.assert_allclose(shared.top_logprobs, repeated.top_logprobs, atol=1e-5)
+    chex.assert_shape(shared.top_logprobs, (4, cfg.max_new_tokens, 3))
+    for b, prompt in enumerate([PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]]):
+        logits_NV = seq_logits(np.concatenate([prompt, shared.tokens[b]]))[len(prompt) - 1:-1]
+        top_N3 = -np.sort(-np.asarray(jax.nn.log_softmax(logits_NV)), axis=-1)[:, :3]
+        np.testing.assert_allclose(shared.top_logprobs[b], top_N3, atol=1e-5)
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        generate(params, model_cfg, tokens_BT, mask_BT, jax.random.PRNGKey(4), cfg, samples_per_prompt=0)
+    with pytest.raises(ValueError, match="top_logprobs"):
+        SampleConfig(top_logprobs=-1)
