@@ -365,7 +365,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "jaxlab-to-gguf SRC DST"),
                        ("models", "the model registry: list | fetch NAME | path NAME"),
                        ("generate", "print a completion: MODEL --prompt TEXT [--chat]"),
-                       ("eval", "evaluate a model: MODEL --task T --n N --samples K [--text FILE]")):
+                       ("eval", "evaluate a model: MODEL --task T --n N --samples K [--text FILE]"),
+                       ("ttc", "test-time compute methods: MODEL --task T --methods greedy,vote,... --budget N")):
         sub.add_parser(name, add_help=False, help=text).add_argument("args", nargs=argparse.REMAINDER)
     show = sub.add_parser("config", help="print the resolved config of an experiment")
     show.add_argument("experiment")
@@ -385,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:  # its own parser, in jaxlab.evals.cli
         from jaxlab.evals.cli import eval_main
         return eval_main(argv[1:])
+    if argv[:1] == ["ttc"]:  # its own parser, in jaxlab.ttc.cli
+        from jaxlab.ttc.cli import ttc_main
+        return ttc_main(argv[1:])
     if argv[:1] == ["generate"]:  # its own parser, in jaxlab.generate_cli
         from jaxlab.generate_cli import generate_main
         return generate_main(argv[1:])

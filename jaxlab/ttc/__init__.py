@@ -5,6 +5,9 @@
     filtered_vote(keys, confidences)   DeepConf's filtered, confidence-weighted vote
     token_confidence, group_confidence, trace_confidence, stop_threshold, early_stop_step
     self_augment(complete, system, problems)   self-augmented prompting: describe, then answer
+
+The harness (:mod:`jaxlab.ttc.harness`, ``jaxlab ttc``) runs the methods on one set of samples
+of a model and measures accuracy against tokens generated.
 """
 
 from jaxlab.ttc.best_of_n import best_of_k_curve, best_of_n

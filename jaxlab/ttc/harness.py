@@ -1,0 +1,344 @@
+"""Test-time compute methods side by side: accuracy against tokens generated, on one set of
+samples.
+
+    out = run_methods(cfg, params, tokenizer, examples, task, methods=("greedy", "vote", "deepconf"),
+                      budget=8, key=jax.random.key(0))
+    out["methods"]["vote"]["points"]     [{"k", "accuracy", "low", "high", "tokens", "wall_s"}, ...]
+
+Samples. Each problem gets one greedy completion (temperature 0) and ``budget`` = N sampled
+completions at ``temperature``, drawn once: the N samples of a prompt share one prefill
+(``generate(..., samples_per_prompt=N)``) and keep, per token, the model's top-k log-probs.
+Every sampling method is computed from the first k of these N samples (k = 1, 2, 4, ..., N;
+samples are i.i.d., so the first k are a random k), so the methods differ only in what they do
+with the same traces.
+
+Per problem p, with samples i = 1..k, a_i the task's parse of sample i's answer (None:
+malformed, no vote), c_i its correctness, L_i its generated tokens (the stop token included)
+and C_i its trace confidence (DeepConf's lowest group confidence, :mod:`jaxlab.ttc.deepconf`,
+window ``window``, token confidence over the top ``top_logprobs`` log-probs):
+
+    greedy           correct(greedy answer)                     tokens L_greedy
+    bon              best-of-k with the task's verifier as the scorer (an oracle: 1 when any
+                     c_i = 1; an upper bound for any real scorer)   tokens sum_i L_i
+    vote             majority vote of the a_i (self-consistency)    tokens sum_i L_i
+    wvote            vote weighted by C_i                            tokens sum_i L_i
+    deepconf         DeepConf offline: the ``keep`` fraction of samples with the highest C_i,
+                     weighted by C_i                                 tokens sum_i L_i
+    deepconf-online  DeepConf online: samples 1..W (W = ``warmup`` < k) are generated in full
+                     and set the threshold s = the (100 - 100 ``stop_keep``)-th percentile of
+                     their C_i; every sample stops at the first step whose group confidence is
+                     below s (:func:`~jaxlab.ttc.deepconf.early_stop_step`). A stopped sample
+                     does not vote; the others vote weighted by C_i. Tokens: sum_{i <= W} L_i +
+                     sum_{i > W} (stop step + 1 if stopped else L_i): a stopped sample's tokens
+                     up to its stop are exactly those it generated here, so the saving is exact.
+
+A vote's score is the share of correct answers among the answers tied at the top (a uniform
+tie-break in expectation); no vote at all scores 0. Accuracy: the mean score over problems, with
+a 95% percentile bootstrap interval over problems (:func:`jaxlab.stats.bootstrap_mean_interval`).
+Tokens: the mean over problems of the tokens above. Wall time: greedy's is measured; a sampling
+method's is the measured time of the shared sampling pass times its share of the sampled tokens
+(an estimate: the pass decodes all N samples of a batch together).
+
+Answers are parsed by the task (bounded, never evaluated; :func:`jaxlab.evals.scoring.answer_key`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlab import stats
+from jaxlab.evals.generation import check_vocab, encode_task_prompt, prompts_as_chat
+from jaxlab.evals.scoring import answer_key
+from jaxlab.samplers import SampleConfig, generate, pad_prompts
+from jaxlab.ttc.deepconf import early_stop_step, stop_threshold, token_confidence, trace_confidence
+from jaxlab.ttc.voting import filtered_vote, weighted_vote
+
+METHODS = ("greedy", "bon", "vote", "wvote", "deepconf", "deepconf-online")
+SAMPLED_METHODS = METHODS[1:]
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """``methods`` as a tuple, or ValueError naming the unknown ones and the known ones."""
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown} (or none given); methods: {', '.join(METHODS)}")
+    return methods
+
+
+def budgets(n: int) -> list[int]:
+    """The sample counts k of the curves: 1, 2, 4, ... below n, and n."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+# ---------------------------------------------------------------- sampling (the model)
+
+def draw_traces(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, samples: int,
+                sample_cfg: SampleConfig, key: jax.Array, batch_size: int = 64, window: int = 16,
+                progress: bool = False, desc: str = "sample") -> tuple[list[list[dict]], float]:
+    """``samples`` completions of each prompt: ([per prompt: [trace, ...]], wall seconds).
+
+    A trace is ``{"text", "length", "truncated", "confidence" (C_t per generated token, [L]
+    list; empty without top log-probs), "trace_confidence" (lowest group confidence, None
+    without top log-probs)}``; ``text`` is decoded without the stop token. A batch holds
+    max(1, batch_size // samples) prompts, each prefilled once and sampled ``samples`` times;
+    batch j draws with ``fold_in(key, j)``; the last batch is filled up by repeating its first
+    prompt (outputs dropped), so every batch has one shape."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    per_batch = max(1, batch_size // samples)
+    per_batch = min(per_batch, len(prompts))
+    stops = set(sample_cfg.stop_tokens)
+    out: list[list[dict]] = []
+    start_time = time.perf_counter()
+    starts = range(0, len(prompts), per_batch)
+    for j, start in enumerate(tqdm(starts, desc=desc, unit="batch", disable=not progress)):
+        rows = list(prompts[start:start + per_batch])
+        n_real = len(rows)
+        rows += [rows[0]] * (per_batch - n_real)
+        tokens_BT, mask_BT = pad_prompts(rows, sample_cfg.pad_id)
+        res = jax.device_get(generate(params, cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
+                                      jax.random.fold_in(key, j), sample_cfg, samples_per_prompt=samples))
+        tokens_BN, mask_BN, top_BNk = np.asarray(res.tokens), np.asarray(res.mask), np.asarray(res.top_logprobs)
+        for b in range(n_real):
+            traces = []
+            for s in range(samples):
+                r = b * samples + s
+                n = int(mask_BN[r].sum())
+                ids = tokens_BN[r, :n]
+                stopped = n > 0 and int(ids[-1]) in stops
+                conf = token_confidence(top_BNk[r, :n]) if top_BNk.shape[-1] and n else np.zeros(0)
+                traces.append({
+                    "text": tokenizer.decode(ids[:-1] if stopped else ids), "length": n,
+                    "truncated": bool(not stopped and n >= sample_cfg.max_new_tokens),
+                    "confidence": [float(c) for c in conf],
+                    "trace_confidence": trace_confidence(conf, window=window) if conf.size else None})
+            out.append(traces)
+    return out, time.perf_counter() - start_time
+
+
+def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str] = METHODS, budget: int = 8,
+                key: jax.Array, temperature: float = 1.0, max_new_tokens: int = 64, top_logprobs: int = 20,
+                window: int = 16, keep: float = 0.5, warmup: int | None = None, stop_keep: float = 0.9,
+                batch_size: int = 64, chat: bool | None = None, confidence: float = 0.95,
+                n_boot: int = stats.DEFAULT_BOOTSTRAP, seed: int = 0, progress: bool = False) -> dict:
+    """Samples once and scores every method of ``methods`` on ``examples`` (Examples of
+    ``task``) (module docstring). ``warmup`` defaults to budget // 2. Returns
+    :func:`score_methods`'s dict with ``settings`` (everything above), ``wall_s``
+    ({"greedy", "samples"}) and ``problems`` (per problem: prompt, answer, greedy and
+    sampled traces with their answers and correctness)."""
+    methods = check_methods(methods)
+    check_vocab(cfg, tokenizer)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ValueError(f"budget must be an int >= 1, got {budget!r}")
+    warmup = budget // 2 if warmup is None else warmup
+    chat = prompts_as_chat(tokenizer) if chat is None else bool(chat)
+    prompts = [encode_task_prompt(tokenizer, e.prompt, chat=chat) for e in examples]
+    common = dict(max_new_tokens=max_new_tokens, stop_tokens=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id,
+                  top_logprobs=top_logprobs)
+    key_greedy, key_samples = jax.random.split(key)
+    greedy, greedy_s = [[None]] * len(prompts), 0.0
+    if "greedy" in methods:
+        greedy, greedy_s = draw_traces(cfg, params, tokenizer, prompts, samples=1, key=key_greedy, window=window,
+                                       sample_cfg=SampleConfig(temperature=0.0, **common), batch_size=batch_size,
+                                       progress=progress, desc="greedy")
+    sampled, sample_s = [[] for _ in prompts], 0.0
+    if any(m in SAMPLED_METHODS for m in methods):
+        sampled, sample_s = draw_traces(cfg, params, tokenizer, prompts, samples=budget, key=key_samples,
+                                        window=window, batch_size=batch_size, progress=progress,
+                                        sample_cfg=SampleConfig(temperature=temperature, **common),
+                                        desc=f"{budget} samples")
+    problems = []
+    for e, g, s in zip(examples, greedy, sampled, strict=True):
+        record = {"prompt": e.prompt, "answer": e.answer, "difficulty": int(e.meta.get("difficulty", 0))}
+        if g[0] is not None:
+            record["greedy"] = _label(task, e, g[0])
+        record["samples"] = [_label(task, e, t) for t in s]
+        problems.append(record)
+    scored = score_methods(problems, methods, budget=budget, window=window, keep=keep, warmup=warmup,
+                           stop_keep=stop_keep, wall_s={"greedy": greedy_s, "samples": sample_s},
+                           confidence=confidence, n_boot=n_boot, seed=seed)
+    settings = dict(task=task.name, n=len(examples), budget=budget, temperature=float(temperature),
+                    max_new_tokens=max_new_tokens, top_logprobs=top_logprobs, window=window, keep=keep,
+                    warmup=warmup, stop_keep=stop_keep, batch_size=batch_size, chat=chat, seed=seed,
+                    confidence=confidence)
+    return {"settings": settings, "wall_s": {"greedy": greedy_s, "samples": sample_s}, **scored,
+            "problems": problems}
+
+
+def _label(task, example, trace: dict) -> dict:
+    return {**trace, "key": answer_key(task, trace["text"]), "correct": bool(task.verify(example, trace["text"]))}
+
+
+# ---------------------------------------------------------------- scoring (no model)
+
+def vote_score(keys: Sequence, correct: Sequence[bool], vote: dict) -> float:
+    """The score of a vote (:func:`~jaxlab.ttc.voting.weighted_vote`'s dict): the share of its
+    tied winners that are correct; 0 without winners. Equal keys must agree on correctness."""
+    if not vote["winners"]:
+        return 0.0
+    right = {k: bool(c) for k, c in zip(keys, correct) if k is not None}
+    return sum(right[w] for w in vote["winners"]) / len(vote["winners"])
+
+
+def online_deepconf(traces: Sequence[dict], *, warmup: int, window: int, stop_keep: float) -> dict:
+    """DeepConf online on one problem's traces (module docstring): ``{"threshold", "stops"
+    (per trace: its stop step or None), "voters" (indices), "tokens"}``. Warm-up traces are
+    generated in full but vote under the same rule (only if never below the threshold)."""
+    if not 1 <= warmup < len(traces):
+        raise ValueError(f"warmup must be in [1, {len(traces) - 1}] for {len(traces)} traces, got {warmup}")
+    if any(t["trace_confidence"] is None for t in traces):
+        raise ValueError("deepconf-online needs token confidences (top_logprobs > 0)")
+    s = stop_threshold([t["trace_confidence"] for t in traces[:warmup]], stop_keep)
+    stops = [early_stop_step(t["confidence"], s, window) if t["length"] else None for t in traces]
+    tokens = sum(t["length"] if i < warmup or stop is None else stop + 1
+                 for i, (t, stop) in enumerate(zip(traces, stops)))
+    voters = [i for i, stop in enumerate(stops) if stop is None]
+    return {"threshold": s, "stops": stops, "voters": voters, "tokens": tokens}
+
+
+def problem_scores(record: dict, method: str, k: int, *, window: int, keep: float, warmup: int,
+                   stop_keep: float) -> tuple[float, int]:
+    """(score, tokens generated) of ``method`` on one problem record with its first k samples."""
+    if method == "greedy":
+        g = record["greedy"]
+        return float(g["correct"]), int(g["length"])
+    traces = record["samples"][:k]
+    if len(traces) < k:
+        raise ValueError(f"a problem has {len(record['samples'])} samples, fewer than k={k}")
+    keys = [t["key"] for t in traces]
+    correct = [t["correct"] for t in traces]
+    tokens = sum(int(t["length"]) for t in traces)
+    conf = [t["trace_confidence"] for t in traces]
+    if method == "bon":
+        return float(any(correct)), tokens
+    if method == "vote":
+        return vote_score(keys, correct, weighted_vote(keys)), tokens
+    if method in ("wvote", "deepconf") and any(c is None for c in conf):
+        raise ValueError(f"{method} needs token confidences (top_logprobs > 0)")
+    if method == "wvote":
+        return vote_score(keys, correct, weighted_vote(keys, conf)), tokens
+    if method == "deepconf":
+        return vote_score(keys, correct, filtered_vote(keys, conf, keep)), tokens
+    if method == "deepconf-online":
+        online = online_deepconf(traces, warmup=warmup, window=window, stop_keep=stop_keep)
+        idx = online["voters"]
+        vote = weighted_vote([keys[i] for i in idx], [conf[i] for i in idx])
+        return vote_score([keys[i] for i in idx], [correct[i] for i in idx], vote), online["tokens"]
+    raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+
+
+def method_ks(method: str, budget: int, warmup: int) -> list[int]:
+    """The budgets a method is scored at: greedy at 1; deepconf-online at k > warmup."""
+    if method == "greedy":
+        return [1]
+    ks = budgets(budget)
+    return [k for k in ks if k > warmup] if method == "deepconf-online" else ks
+
+
+def score_methods(problems: Sequence[dict], methods: Sequence[str], *, budget: int, window: int, keep: float,
+                  warmup: int, stop_keep: float, wall_s: dict | None = None, confidence: float = 0.95,
+                  n_boot: int = stats.DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+    """``{"methods": {method: {"points": [{"k", "accuracy", "low", "high", "tokens", "wall_s"}],
+    "scores": [per-problem scores at k = budget], "tokens": [per-problem tokens at k = budget]}}}``
+    (module docstring). ``problems``: records with ``greedy`` and ``samples`` traces, each
+    trace {"key", "correct", "length", "confidence", "trace_confidence"}."""
+    methods = check_methods(methods)
+    if not problems:
+        raise ValueError("score_methods needs at least one problem")
+    wall_s = wall_s or {}
+    sampled_total = sum(int(t["length"]) for r in problems for t in r.get("samples", [])) or 1
+    out = {}
+    for method in methods:
+        points, last = [], None
+        for k in method_ks(method, budget, warmup):
+            sc = [problem_scores(r, method, k, window=window, keep=keep, warmup=warmup, stop_keep=stop_keep)
+                  for r in problems]
+            scores = np.array([s for s, _ in sc], np.float64)
+            tokens = np.array([t for _, t in sc], np.int64)
+            low, high = stats.bootstrap_mean_interval(scores, confidence, n_boot=n_boot, seed=seed)
+            if method == "greedy":
+                wall = float(wall_s.get("greedy", 0.0))
+            else:
+                wall = float(wall_s.get("samples", 0.0)) * float(tokens.sum()) / sampled_total
+            points.append({"k": k, "accuracy": float(scores.mean()), "low": low, "high": high,
+                           "tokens": float(tokens.mean()), "wall_s": wall})
+            last = (scores, tokens)
+        out[method] = {"points": points, "scores": last[0].tolist(), "tokens": last[1].tolist()}
+    return {"methods": out}
+
+
+# ---------------------------------------------------------------- reports
+
+def markdown_table(results: dict) -> str:
+    """One row per method and budget k: accuracy [95% interval], mean tokens generated per
+    problem, wall seconds."""
+    lines = ["| method | k | accuracy [95% interval] | tokens / problem | wall s |", "|---|---:|---|---:|---:|"]
+    for method, m in results["methods"].items():
+        for p in m["points"]:
+            lines.append(f"| {method} | {p['k']} | {p['accuracy']:.3f} [{p['low']:.3f}, {p['high']:.3f}] | "
+                         f"{p['tokens']:.1f} | {p['wall_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_tokens(results: dict, path, title: str = "") -> None:
+    """Accuracy (with its interval) against mean tokens generated per problem, one line per
+    method through its budgets k, log-scaled tokens."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, m in results["methods"].items():
+        pts = m["points"]
+        x = [p["tokens"] for p in pts]
+        y = [p["accuracy"] for p in pts]
+        yerr = [[max(0.0, p["accuracy"] - p["low"]) for p in pts], [max(0.0, p["high"] - p["accuracy"]) for p in pts]]
+        ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=method)
+        for p in pts:
+            ax.annotate(f"{p['k']}", (p["tokens"], p["accuracy"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens generated per problem (log scale; labels: samples k)")
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(results: dict, out_dir, *, title: str = "") -> dict:
+    """Writes results.json (everything but the per-problem records), samples.jsonl (one problem
+    a line), table.md and accuracy_vs_tokens.png into ``out_dir``; returns their paths."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"results": out / "results.json", "samples": out / "samples.jsonl", "table": out / "table.md",
+             "plot": out / "accuracy_vs_tokens.png"}
+    summary = {k: v for k, v in results.items() if k != "problems"}
+    paths["results"].write_text(json.dumps(summary, indent=2) + "\n")
+    with open(paths["samples"], "w") as f:
+        for r in results.get("problems", []):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    head = [f"# Test-time compute: {title}\n"] if title else []
+    if results.get("command"):
+        head.append(f"`{results['command']}`\n")
+    paths["table"].write_text("\n".join(head + [markdown_table(results), "",
+                                                f"![accuracy vs tokens]({paths['plot'].name})", ""]))
+    plot_accuracy_vs_tokens(results, paths["plot"], title=title)
+    return paths

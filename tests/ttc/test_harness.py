@@ -1,0 +1,108 @@
+"""The test-time compute harness: every method's accuracy and token count on hand-made traces
+(computed by hand below), and ``jaxlab ttc`` end to end on a tiny random model, its results
+recomputed from the samples it wrote; bad input exits nonzero with a message."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxlab import cli
+from jaxlab.ttc import harness
+from jaxlab.ttc.deepconf import trace_confidence
+
+
+def _trace(key, correct, conf, window=2):
+    return {"key": key, "correct": correct, "length": len(conf), "confidence": conf,
+            "trace_confidence": trace_confidence(np.array(conf, float), window=window)}
+
+
+# Problem A: greedy right (3 tokens). Samples (window 2): group confidences and lowest
+#   t0 "1" right [3, 3]          groups [3, 3]          lowest 3
+#   t1 "2" wrong [1, 1, 1]       groups [1, 1, 1]       lowest 1
+#   t2 "2" wrong [3, 0, 0, 3]    groups [3, 1.5, 0, 1.5] lowest 0
+#   t3 "1" right [2, 2, 2, 2, 2] groups [2, ...]        lowest 2
+# Problem B: greedy wrong (4 tokens); samples of one token, confidence 1: None, "7" right, "8", "7" right.
+PROBLEMS = [
+    {"greedy": {"correct": True, "length": 3},
+     "samples": [_trace("1", True, [3, 3]), _trace("2", False, [1, 1, 1]), _trace("2", False, [3, 0, 0, 3]),
+                 _trace("1", True, [2, 2, 2, 2, 2])]},
+    {"greedy": {"correct": False, "length": 4},
+     "samples": [_trace(None, False, [1]), _trace("7", True, [1]), _trace("8", False, [1]), _trace("7", True, [1])]},
+]
+
+
+def test_methods_on_hand_made_traces():
+    out = harness.score_methods(PROBLEMS, harness.METHODS, budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
+                                wall_s={"greedy": 2.0, "samples": 18.0}, n_boot=200)["methods"]
+    acc = {m: [p["accuracy"] for p in out[m]["points"]] for m in out}
+    tokens = {m: [p["tokens"] for p in out[m]["points"]] for m in out}
+    assert [p["k"] for p in out["vote"]["points"]] == [1, 2, 4]
+    assert acc["greedy"] == [0.5] and tokens["greedy"] == [3.5]
+    # k=1: t0 ("1", right) / no vote; k=2: a tie "1"/"2" scores 1/2 / "7"; k=4: tie 2-2 / "7" beats "8"
+    assert acc["vote"] == [0.5, 0.75, 0.75]
+    assert tokens["vote"] == [1.5, 3.5, 9.0] == tokens["bon"] == tokens["wvote"] == tokens["deepconf"]
+    assert acc["bon"] == [0.5, 1.0, 1.0]
+    # weights = lowest group confidence: "1" 3 + 2 beats "2" 1 + 0
+    assert acc["wvote"] == [0.5, 1.0, 1.0]
+    # keep half: k=2 keeps t0 / the first of B's ties (no vote); k=4 keeps t0, t3 / None, "7"
+    assert acc["deepconf"] == [0.5, 0.5, 1.0]
+    # online, warm-up 2: threshold = median(3, 1) = 2; t1, t2 stop at step 1 (t2 after 2 of its
+    # 4 tokens: A costs 2 + 3 + 2 + 5 = 12); voters t0, t3 -> "1". B: one-token traces never stop.
+    assert [p["k"] for p in out["deepconf-online"]["points"]] == [4]
+    assert acc["deepconf-online"] == [1.0] and tokens["deepconf-online"] == [8.0]
+    assert out["deepconf-online"]["tokens"] == [12, 4]
+    assert out["vote"]["points"][-1]["wall_s"] == pytest.approx(18.0)
+    assert out["deepconf-online"]["points"][0]["wall_s"] == pytest.approx(18.0 * 16 / 18)
+    for m in out.values():
+        for p in m["points"]:
+            assert p["low"] <= p["accuracy"] <= p["high"]
+
+
+def test_online_deepconf_stops_and_bad_settings():
+    traces = PROBLEMS[0]["samples"]
+    online = harness.online_deepconf(traces, warmup=2, window=2, stop_keep=0.5)
+    assert online["threshold"] == 2.0 and online["stops"] == [None, 1, 1, None] and online["voters"] == [0, 3]
+    with pytest.raises(ValueError, match="warmup"):
+        harness.online_deepconf(traces, warmup=4, window=2, stop_keep=0.5)
+    with pytest.raises(ValueError, match="unknown method"):
+        harness.check_methods(["vote", "magic"])
+
+
+@pytest.mark.slow
+def test_cli_on_a_tiny_model_matches_its_samples(tmp_path):
+    out = tmp_path / "ttc"
+    assert cli.main(["ttc", "tiny-random", "--task", "instructed_arithmetic", "--difficulty", "1,1", "--n", "2",
+                     "--budget", "4", "--max-new-tokens", "6", "--window", "2", "--batch-size", "8",
+                     "--methods", ",".join(harness.METHODS), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    problems = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(problems) == 2 and all(len(p["samples"]) == 4 for p in problems)
+    for p in problems:
+        for t in [p["greedy"], *p["samples"]]:
+            assert 1 <= t["length"] <= 6 and len(t["confidence"]) == t["length"]
+            assert t["trace_confidence"] == pytest.approx(trace_confidence(np.array(t["confidence"]), window=2))
+    vote = results["methods"]["vote"]
+    assert vote["points"][-1]["tokens"] == pytest.approx(np.mean([sum(t["length"] for t in p["samples"])
+                                                                  for p in problems]))
+    s = results["settings"]
+    again = harness.score_methods(problems, harness.METHODS, budget=4, window=s["window"], keep=s["keep"],
+                                  warmup=s["warmup"], stop_keep=s["stop_keep"], wall_s=results["wall_s"])
+    for m in harness.METHODS:
+        for a, b in zip(again["methods"][m]["points"], results["methods"][m]["points"], strict=True):
+            assert a == pytest.approx(b)
+    assert results["methods"]["deepconf-online"]["points"][0]["tokens"] <= vote["points"][-1]["tokens"]
+    assert (out / "accuracy_vs_tokens.png").stat().st_size > 0 and "| vote | 4 |" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "greedy,magic"], "unknown method"),
+    (["--task", "no_such_task"], "unknown task"),
+    (["--budget", "0"], "--budget"),
+    (["--difficulty", "one"], "--difficulty"),
+    (["--methods", "deepconf-online", "--budget", "4", "--warmup", "4"], "--warmup"),
+])
+def test_cli_bad_input_exits_nonzero_with_a_message(args, message, capsys):
+    base = ["ttc", "tiny-random", "--task", "instructed_arithmetic"]
+    assert cli.main(base + args) == 2
+    assert message in capsys.readouterr().err
