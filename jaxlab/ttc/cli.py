@@ -62,34 +62,28 @@ def ttc_main(argv: list[str]) -> int:
         print(f"error: --warmup must be in [1, budget - 1] = [1, {args.budget - 1}] for deepconf-online "
               f"(got {warmup})", file=sys.stderr)
         return 2
-    overrides = {}
+    difficulty = None
     if args.difficulty is not None:
         m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", args.difficulty)
         if not m:
             print(f"error: --difficulty must be LOW,HIGH (two integers), got {args.difficulty!r}", file=sys.stderr)
             return 2
-        overrides["train_difficulty"] = (int(m.group(1)), int(m.group(2)))
+        difficulty = (int(m.group(1)), int(m.group(2)))
     try:  # drawing the problems is cheap: fail here, before loading the model
-        task = tasks_lib.get(args.task, **overrides)
-        examples = task.splits(args.seed, n_train=0, n_test=args.n, n_ood=0)["test"]
+        task, examples = harness.task_problems(args.task, args.n, seed=args.seed, difficulty=difficulty)
     except tasks_lib.TaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    import jax
-
-    from jaxlab.interop.models import load_experiment_model
     try:
-        cfg, params, tokenizer = load_experiment_model(args.model, args.seed)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        results = harness.run_task(
+            args.model, args.task, n=args.n, seed=args.seed, difficulty=difficulty, methods=methods,
+            budget=args.budget, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+            top_logprobs=args.top_logprobs, window=args.window, keep=args.keep, warmup=warmup,
+            stop_keep=args.stop_keep, batch_size=args.batch_size, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, OSError) as e:  # a model that cannot be loaded, among others
+        print(f"error: {args.model!r}: {e}", file=sys.stderr)
         return 1
-    results = harness.run_methods(
-        cfg, params, tokenizer, examples, task, methods=methods, budget=args.budget,
-        key=jax.random.key(args.seed), temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        top_logprobs=args.top_logprobs, window=args.window, keep=args.keep, warmup=warmup,
-        stop_keep=args.stop_keep, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    results = {"model": args.model, "command": shlex.join(["jaxlab", "ttc", *argv]), **results}
+    results = {"command": shlex.join(["jaxlab", "ttc", *argv]), **results}
     stem = re.sub(r"\.gguf$", "", Path(args.model.rstrip("/")).name) or "model"
     out = Path(args.out) if args.out else Path("runs") / "ttc" / stem / task.name
     paths = harness.write_results(results, out, title=f"{args.model} on {task.name}, {len(examples)} problems")

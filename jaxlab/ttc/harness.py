@@ -176,6 +176,42 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
             "problems": problems}
 
 
+def task_problems(task_name: str, n: int, *, seed: int, difficulty: tuple[int, int] | None = None):
+    """(task, n test problems of seed ``seed``): the task's test split, over ``difficulty``
+    (LOW, HIGH) in place of its training range when given. Raises TaskError on an unknown
+    task or more problems than the range holds."""
+    from jaxlab import tasks as tasks_lib
+
+    task = tasks_lib.get(task_name, **({} if difficulty is None else {"train_difficulty": tuple(difficulty)}))
+    return task, task.splits(seed, n_train=0, n_test=n, n_ood=0)["test"]
+
+
+def run_task(model: str, task_name: str, *, n: int, seed: int = 0, difficulty: tuple[int, int] | None = None,
+             **kwargs) -> dict:
+    """:func:`run_methods` of a model spec (:func:`jaxlab.interop.models.load_experiment_model`:
+    a registry name, a path or ``"tiny-random"``) on :func:`task_problems`, sampling key
+    ``key(seed)``; ``kwargs`` go to :func:`run_methods`. Adds ``model`` and ``difficulty``."""
+    from jaxlab.interop.models import load_experiment_model
+
+    task, examples = task_problems(task_name, n, seed=seed, difficulty=difficulty)
+    cfg, params, tokenizer = load_experiment_model(model, seed)
+    out = run_methods(cfg, params, tokenizer, examples, task, key=jax.random.key(seed), seed=seed, **kwargs)
+    return {"model": model, "difficulty": None if difficulty is None else list(difficulty), **out}
+
+
+def run_config(cfg, out_dir, methods: Sequence[str], *, progress: bool = False, warmup: int | None = None,
+               stop_keep: float = 0.9) -> dict:
+    """:func:`run_task` from an experiment config's fields (model, task, difficulty, n_problems,
+    seed, budget, temperature, max_new_tokens, top_logprobs, window, keep, batch_size), its
+    files written into ``out_dir`` (:func:`write_results`)."""
+    out = run_task(cfg.model, cfg.task, n=cfg.n_problems, seed=cfg.seed, difficulty=cfg.difficulty,
+                   methods=methods, budget=cfg.budget, temperature=cfg.temperature,
+                   max_new_tokens=cfg.max_new_tokens, top_logprobs=cfg.top_logprobs, window=cfg.window,
+                   keep=cfg.keep, warmup=warmup, stop_keep=stop_keep, batch_size=cfg.batch_size, progress=progress)
+    write_results(out, out_dir, title=f"{cfg.model}, {cfg.task} {tuple(cfg.difficulty)}, seed {cfg.seed}")
+    return out
+
+
 def _label(task, example, trace: dict) -> dict:
     return {**trace, "key": answer_key(task, trace["text"]), "correct": bool(task.verify(example, trace["text"]))}
 
