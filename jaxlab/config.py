@@ -4,6 +4,12 @@ Every config in jaxlab is a frozen (hence hashable, hence jit-static) dataclass.
 builds one; the runner applies ``--set a.b=value`` overrides with :func:`apply_overrides`,
 which parses each value by the field's annotation and names the nearest valid key when a key
 does not exist.
+
+A field annotated as a union of config classes that each have a ``family`` field (e.g.
+``model: transformer.Config | mamba.Config``) switches class when ``<field>.family`` is set:
+the new family's config keeps the values of the fields both classes share (``vocab_size``,
+``d_model``, ``n_layers``, dtypes...) and takes its defaults for the rest; the other overrides
+then apply to it. ``from_dict`` picks the class by the stored ``family``.
 """
 
 from __future__ import annotations
@@ -143,6 +149,61 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _families(tp: Any) -> dict[str, type]:
+    """{family: class} of a union annotation of config classes with a ``family`` field; {}
+    for any other annotation."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return {}
+    out = {}
+    for arg in typing.get_args(tp):
+        if not dataclasses.is_dataclass(arg):
+            return {}
+        default = {f.name: f.default for f in dataclasses.fields(arg)}.get("family", dataclasses.MISSING)
+        if default is dataclasses.MISSING:
+            return {}
+        out[default] = arg
+    return out
+
+
+def _switch_family(cfg: Any, key: str, value: Any) -> Any:
+    """``cfg`` with the config at ``key``'s parent rebuilt as the class of family ``value``."""
+    *parents, _ = key.split(".")
+    owner = cfg
+    for part in parents[:-1]:
+        owner = getattr(owner, part)
+    choices = _families(_field_types(type(owner))[parents[-1]])
+    family = str(value).strip()
+    if family not in choices:
+        raise ConfigError(f"{key}: {family!r} is not one of {sorted(choices)}")
+    current = getattr(owner, parents[-1])
+    if current.family == family:
+        return cfg
+    cls = choices[family]
+    shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(current)}
+    replaced = cls(**{k: getattr(current, k) for k in shared - {"family"}})
+
+    def rebuild(node, path):
+        if not path:
+            return replaced
+        return dataclasses.replace(node, **{path[0]: rebuild(getattr(node, path[0]), path[1:])})
+
+    return rebuild(cfg, parents)
+
+
+def _is_family_key(cfg: Any, key: str) -> bool:
+    *parents, name = key.split(".")
+    if name != "family" or not parents:
+        return False
+    owner = cfg
+    try:
+        for part in parents[:-1]:
+            owner = getattr(owner, part)
+        tp = _field_types(type(owner))[parents[-1]]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return bool(_families(tp))
+
+
 class _Group(dict):
     """Overrides of one nested config, keyed by field name."""
 
@@ -154,7 +215,8 @@ def _typed_value(cfg: Any, key: str, value: Any, parse: bool) -> Any:
         cfg = getattr(cfg, part)
     current = getattr(cfg, name)
     if dataclasses.is_dataclass(current):
-        if not parse and isinstance(value, type(current)):
+        allowed = (type(current),) + tuple(_families(_field_types(type(cfg))[name]).values())
+        if not parse and isinstance(value, allowed):
             return value
         sub = ", ".join(f"{key}.{k}" for k in leaf_keys(current)[:4])
         raise ConfigError(f"'{key}' is a group of settings; set one of its keys ({sub}, ...)")
@@ -191,6 +253,9 @@ def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any]) -> Any:
             if not sep or not key.strip():
                 raise ConfigError(f"override {item!r} is not of the form key=value")
             items.append((key.strip(), value, True))
+    for key, value, _ in items:  # family switches first: they decide which keys exist
+        if _is_family_key(cfg, key):
+            cfg = _switch_family(cfg, key, value)
     valid = leaf_keys(cfg)
     groups = {k.rsplit(".", i)[0] for k in valid for i in range(1, k.count(".") + 1)}
     tree = _Group()
@@ -219,7 +284,13 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         if name not in known:
             raise ConfigError(f"unknown config key '{name}'{_nearest(name, sorted(known))}")
         tp = hints[name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        families = _families(tp)
+        if families and isinstance(value, dict):
+            family = value.get("family", next(iter(families)))
+            if family not in families:
+                raise ConfigError(f"{name}.family: {family!r} is not one of {sorted(families)}")
+            kwargs[name] = from_dict(families[family], value)
+        elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
             kwargs[name] = from_dict(tp, value)
         else:
             kwargs[name] = _check_type(tuple(value) if isinstance(value, list) else value, tp, name)

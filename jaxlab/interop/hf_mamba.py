@@ -76,6 +76,8 @@ def config_from_hf(hf: dict, *, dtype: str = "float32") -> mamba.Config:
 
 
 def config_to_hf(cfg: mamba.Config) -> dict:
+    if not cfg.selective:
+        raise HFMambaError("selective=False (the time-invariant ablation) has no MambaForCausalLM form")
     return {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": cfg.vocab_size,
             "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layers, "state_size": cfg.d_state,
             "expand": cfg.expand, "intermediate_size": cfg.d_inner, "conv_kernel": cfg.d_conv,

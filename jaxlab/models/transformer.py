@@ -82,6 +82,7 @@ class Config:
     # weights replace this config's architecture and the random init, its tokenizer.json
     # (if present) replaces the byte tokenizer. The compute settings above stay the run's.
     hf_path: str | None = None
+    family: Literal["transformer"] = "transformer"  # the model family (jaxlab.models.module)
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
@@ -347,6 +348,10 @@ def init_cache(cfg: Config, batch_size: int, max_len: int, dtype=None) -> dict:
         "positions": jnp.zeros((batch_size,), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }
+
+
+# The row (batch) axis of each cache entry; None: shared by all rows.
+CACHE_ROW_AXIS = {"k": 1, "v": 1, "segment_ids": 0, "positions": 0, "index": None}
 
 
 def _cached_forward(params, tokens_BT, cfg, cache, mask_BT, last_only=False):

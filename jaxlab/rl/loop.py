@@ -56,6 +56,7 @@ import numpy as np
 from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses import policy as policy_lib
+from jaxlab import models
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.peft.runs import trainer_adapter
@@ -415,7 +416,7 @@ def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.
                          f"devices x grad_accum = {divisor}")
     source = RolloutSource(examples, model_cfg=model_cfg, rl=rl, tokenizer=tokenizer)
     return fit(workdir, name=f"rl-{rl.mode}", loop=rl.loop, optim=optim, mesh=mesh,
-               init_params=init_params, param_axes=transformer.param_axes,
+               init_params=init_params, param_axes=models.param_axes(model_cfg),
                loss_sums_fn=functools.partial(rl_loss_sums, model_cfg=model_cfg, rl=rl),
                source=source, evaluate=evaluate, frozen=ref_params if rl.kl_coef and adapter is None else None,
                normalize_fn=normalize_rl_sums, progress=progress, adapter=adapter)

@@ -1,4 +1,5 @@
-"""Autoregressive generation over the KV cache of :mod:`jaxlab.models.transformer`.
+"""Autoregressive generation over the cache of the model's family (:func:`jaxlab.models.module`:
+the KV cache of :mod:`jaxlab.models.transformer`, the recurrent state of :mod:`jaxlab.models.mamba`).
 
     cache = init_cache(B, T + N);  logits_BTV, cache = prefill(prompt_BT, mask_BT)
     y_0 ~ q(. | logits_BTV[:, -1])                   (left padding: the last real token is at T-1)
@@ -45,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab import models
 from jaxlab.models import transformer
 from jaxlab.samplers.processors import process_logits
 
@@ -223,12 +225,14 @@ def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array,
     P, T = tokens_BT.shape
     N = sample_cfg.max_new_tokens
     # slots: T prompt + N - 1 fed samples (the last sample is never fed); one spare
-    cache = transformer.init_cache(model_cfg, P, T + N)
-    logits_B1V, cache = transformer.prefill(params, tokens_BT.astype(jnp.int32), model_cfg, cache,
-                                            mask_BT=mask_BT.astype(jnp.int32), last_only=True)
+    model = models.module(model_cfg)
+    cache = model.init_cache(model_cfg, P, T + N)
+    logits_B1V, cache = model.prefill(params, tokens_BT.astype(jnp.int32), model_cfg, cache,
+                                      mask_BT=mask_BT.astype(jnp.int32), last_only=True)
     if samples_per_prompt > 1:  # one prefill per prompt; row b * S + s is its sample s
-        rep = lambda x: jnp.repeat(x, samples_per_prompt, axis=1 if x.ndim == 5 else 0)
-        cache = {name: (value if name == "index" else rep(value)) for name, value in cache.items()}
+        cache = {name: value if model.CACHE_ROW_AXIS[name] is None else
+                 jnp.repeat(value, samples_per_prompt, axis=model.CACHE_ROW_AXIS[name])
+                 for name, value in cache.items()}
         logits_B1V = jnp.repeat(logits_B1V, samples_per_prompt, axis=0)
     B = P * samples_per_prompt
     K = min(sample_cfg.top_logprobs, model_cfg.vocab_size)
@@ -244,7 +248,7 @@ def _generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array,
         return (state.step < N) & ~jnp.all(state.done_B)
 
     def body(state: _LoopState):
-        logits_BV, cache = transformer.decode_step(params, state.token_B, model_cfg, state.cache)
+        logits_BV, cache = model.decode_step(params, state.token_B, model_cfg, state.cache)
         sample = sample_token(logits_BV, jax.random.fold_in(key, state.step), sample_cfg)
         return _record(state._replace(cache=cache), *sample, sample_cfg)
 
@@ -304,7 +308,7 @@ def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, 
     (``samples_per_prompt`` completions of each, from one prefill: module docstring).
 
     Args:
-      params, model_cfg: a :mod:`jaxlab.models.transformer` model.
+      params, model_cfg: a model of any family (:mod:`jaxlab.models`).
       tokens_BT: prompts left-padded to a common length T (see :func:`pad_prompts`).
       mask_BT: 1 for real prompt tokens, 0 for left padding.
       key: PRNG key; step i uses ``fold_in(key, i)`` (unused when greedy).

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxlab.data.pipeline import BATCH_KEYS
-from jaxlab.models import transformer
+from jaxlab import models
 
 DTYPES = {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32, "positions": np.int32,
           "mask": np.float32}
@@ -54,13 +54,13 @@ def rows_of(batch: Mapping, prefix: str = "") -> dict:
     return {k: batch[prefix + k] for k in BATCH_KEYS}
 
 
-def apply_batch(params: dict, batch: Mapping, cfg: transformer.Config, *, prefix: str = "",
+def apply_batch(params: dict, batch: Mapping, cfg: models.ModelConfig, *, prefix: str = "",
                 return_hidden: bool = False):
-    """Logits [B, T, V] of a batch's rows: ``transformer.apply`` of ``inputs`` with the
-    batch's ``positions`` (RoPE) and ``segment_ids`` (attention within a sequence). ``prefix``
-    reads prefixed keys (``prefix + "inputs"``...); ``return_hidden`` as in
-    :func:`jaxlab.models.transformer.apply`."""
-    return transformer.apply(params, batch[prefix + "inputs"], cfg,
+    """Logits [B, T, V] of a batch's rows: the model family's ``apply`` (:func:`jaxlab.models.module`)
+    of ``inputs`` with the batch's ``positions`` (RoPE) and ``segment_ids`` (attention, or a
+    Mamba's state, within a sequence). ``prefix`` reads prefixed keys (``prefix + "inputs"``...);
+    ``return_hidden`` as in :func:`jaxlab.models.transformer.apply`."""
+    return models.apply(params, batch[prefix + "inputs"], cfg,
                              positions_BT=batch[prefix + "positions"],
                              segment_ids_BT=batch[prefix + "segment_ids"], return_hidden=return_hidden)
 

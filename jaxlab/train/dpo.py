@@ -42,6 +42,7 @@ from jaxlab.losses.preference import (
     pair_logprobs,
     preference_sums,
 )
+from jaxlab import models
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.peft.runs import trainer_adapter
@@ -270,5 +271,5 @@ def train_dpo(workdir: str | Path, pairs: Sequence[Mapping], *, model_cfg: trans
     loss_fn = functools.partial(dpo_loss_sums, model_cfg=model_cfg, loss_type=dpo.loss_type,
                                 **dpo.hparams())
     return fit(workdir, name=dpo.loss_type, loop=dpo.loop, optim=optim, mesh=mesh,
-               init_params=init_params, param_axes=transformer.param_axes, loss_sums_fn=loss_fn,
+               init_params=init_params, param_axes=models.param_axes(model_cfg), loss_sums_fn=loss_fn,
                source=source, evaluate=evaluate, frozen=frozen, progress=progress, adapter=adapter)

@@ -30,6 +30,7 @@ import numpy as np
 from jaxlab import config as config_lib
 from jaxlab.data import ByteTokenizer, DataError, lm_dataset
 from jaxlab.data.pipeline import pad_batch
+from jaxlab import models
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import count_trainable
 from jaxlab.peft.runs import trainer_adapter
@@ -70,7 +71,7 @@ def resolve_model(cfg: ExperimentConfig):
     checkpoint's architecture replaces the model config (the run's dtypes, attention
     implementation, remat and scan settings are kept), its weights are the initial params and
     its tokenizer.json, if present, the tokenizer; otherwise bytes."""
-    path = cfg.model.hf_path
+    path = getattr(cfg.model, "hf_path", None)  # a Mamba config has none (not loaded by the runner)
     if path is None:
         return cfg, None, ByteTokenizer()
     from jaxlab.interop import hf
@@ -172,19 +173,19 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
                           tokenizer=None if byte_tokens else tokenizer)
     eval_batches = _eval_batches(cfg, None if byte_tokens else tokenizer)
     eval_fn = jit_eval_sums(mesh, shd.tree_shardings(
-        jax.eval_shape(transformer.init, cfg.model, jax.random.key(0)), mesh, transformer.param_axes),
+        jax.eval_shape(models.init_fn(cfg.model), jax.random.key(0)), mesh, models.param_axes(cfg.model)),
         loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model,
                                        byte_vocab=256 if byte_tokens else 0))
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     init_params, adapter = trainer_adapter(
-        tcfg.peft, hf_params if hf_params is not None else functools.partial(transformer.init, cfg.model),
-        seed=tcfg.loop.seed, base_path=cfg.model.hf_path, model_cfg=cfg.model, progress=progress,
+        tcfg.peft, hf_params if hf_params is not None else models.init_fn(cfg.model),
+        seed=tcfg.loop.seed, base_path=getattr(cfg.model, "hf_path", None), model_cfg=cfg.model, progress=progress,
         eva_batches=lambda: iter(lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
                                             tokenizer=None if byte_tokens else tokenizer)))
     fitted = fit(
         workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh,
         init_params=init_params, adapter=adapter,
-        param_axes=transformer.param_axes,
+        param_axes=models.param_axes(cfg.model),
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),
         source=IteratorSource(iter(train_ds)),
         evaluate=lambda params, step: evaluate(eval_fn, params, eval_batches, mesh),
@@ -194,7 +195,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     results = {
         "name": cfg.name,
         "steps": tcfg.loop.steps,
-        "params": transformer.count_params(params),
+        "params": models.count_params(params),
         "trainable_params": count_trainable(fitted.state.params),
         "tokens_seen": tcfg.loop.steps * tokens_per_step,
         "train_loss": fitted.last("train/loss"),
@@ -240,7 +241,7 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
     except CheckpointError:
         step, params = None, None
     if step == steps:
-        want = jax.eval_shape(transformer.init, model_cfg, jax.random.key(0))
+        want = jax.eval_shape(models.init_fn(model_cfg), jax.random.key(0))
         if jax.tree.structure(want) == jax.tree.structure(params) and all(
                 w.shape == np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
             return params
@@ -266,7 +267,7 @@ def render_report(cfg: ExperimentConfig, r: dict) -> str:
 
 | | |
 |---|---|
-| model | {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads ({m.n_kv_heads} kv), mlp {m.mlp_dim}, {r['params']:,} params |
+| model | {models.describe(m)}, {r['params']:,} params |
 | training | {r['steps']} steps x {cfg.train.batch_size} x {cfg.train.seq_len} tokens = {r['tokens_seen']:,} tokens |
 | final train loss | {_fmt(r['train_loss'], '.4f')} nats/token |
 | validation loss | {_fmt(r['val_loss'], '.4f')} nats/token |

@@ -18,6 +18,7 @@ import jax
 from jaxlab.data.chat import sft_dataset
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.losses.lm import cross_entropy_sums, dft_sums
+from jaxlab import models
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.peft.runs import trainer_adapter
@@ -79,12 +80,12 @@ def train_sft(workdir: str | Path, records: Sequence[Mapping], *, model_cfg: tra
                      shard_index=jax.process_index(), shard_count=jax.process_count(), repeat=True,
                      tokenizer=tokenizer)
     if init_params is None:
-        init_params = functools.partial(transformer.init, model_cfg)
+        init_params = models.init_fn(model_cfg)
     init_params, adapter = trainer_adapter(
         sft.peft, init_params, seed=sft.loop.seed, base_path=base_path, model_cfg=model_cfg, progress=progress,
         eva_batches=lambda: iter(sft_dataset(list(records), seq_len=sft.seq_len, batch_size=per_process,
                                              seed=sft.loop.seed, repeat=True, tokenizer=tokenizer)))
     return fit(workdir, name=f"sft-{sft.loss}", loop=sft.loop, optim=optim, mesh=mesh,
-               init_params=init_params, param_axes=transformer.param_axes,
+               init_params=init_params, param_axes=models.param_axes(model_cfg),
                loss_sums_fn=functools.partial(sft_loss_sums, model_cfg=model_cfg, loss=sft.loss),
                source=IteratorSource(iter(ds)), evaluate=evaluate, progress=progress, adapter=adapter)

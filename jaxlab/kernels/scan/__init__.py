@@ -107,7 +107,7 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
                    C_BTN: jax.Array, D_D: jax.Array | None = None, *, z_BTD: jax.Array | None = None,
                    delta_bias_D: jax.Array | None = None, delta_softplus: bool = False,
                    h0_BDN: jax.Array | None = None, return_state: bool = False,
-                   impl: str = "auto"):
+                   reset_BT: jax.Array | None = None, impl: str = "auto"):
     """The Mamba-1 selective scan, y [B, T, D] (formula in ``reference.py``); with
     ``return_state`` the pair (y, h_T [B, D, N]).
 
@@ -118,6 +118,8 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
       D_D: skip connection [D] or None.
       z_BTD: gate, y * silu(z) [B, T, D] or None; delta_bias_D: added to delta [D] or None;
       delta_softplus: delta = softplus(delta + bias); h0_BDN: initial state or None.
+      reset_BT: [B, T] bool or None; where true the state before step t is taken as 0 (a new
+        sequence starts there: packed rows, left padding).
       impl: "auto" | "xla" | "pallas" (the kernel takes none of the options: "auto" then runs
         "xla", and an explicit "pallas" raises UnsupportedError).
     """
@@ -139,13 +141,15 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
         raise ValueError(f"delta_bias must be [D]={(D,)}, got {delta_bias_D.shape}")
     if h0_BDN is not None and h0_BDN.shape != (Bsz, D, N):
         raise ValueError(f"h0 must be [B, D, N]={(Bsz, D, N)}, got {h0_BDN.shape}")
+    if reset_BT is not None and reset_BT.shape != (Bsz, T):
+        raise ValueError(f"reset must be [B, T]={(Bsz, T)}, got {reset_BT.shape}")
     if impl not in SELECTIVE_SCAN_IMPLEMENTATIONS:
         raise ValueError(f"unknown selective_scan impl {impl!r}; expected one of "
                          f"{SELECTIVE_SCAN_IMPLEMENTATIONS}")
     options = (z_BTD is not None or delta_bias_D is not None or delta_softplus or h0_BDN is not None
-               or return_state)
+               or return_state or reset_BT is not None)
     if impl == "pallas" and options:
-        raise UnsupportedError("selective_scan_pallas takes no gate, delta bias, softplus or state; "
+        raise UnsupportedError("selective_scan_pallas takes no gate, delta bias, softplus, state or reset; "
                                "use impl='xla'")
     if impl == "auto":
         impl = "xla" if options else _auto("selective_scan", x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
@@ -153,7 +157,7 @@ def selective_scan(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.Array, B_BT
         return _selective_on_mesh(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D)
     return selective_scan_reference(x_BTD, delta_BTD, A_DN, B_BTN, C_BTN, D_D, z_BTD=z_BTD,
                                     delta_bias_D=delta_bias_D, delta_softplus=delta_softplus,
-                                    h0_BDN=h0_BDN, return_state=return_state)
+                                    h0_BDN=h0_BDN, return_state=return_state, reset_BT=reset_BT)
 
 
 __all__ = ["linear_scan", "selective_scan", "linear_scan_associative", "linear_scan_sequential",

@@ -14,8 +14,9 @@ Mamba-1 selective scan (``selective_scan_reference``), per channel d and state i
     h_t[d, n] = exp(delta_t[d] A[d, n]) h_{t-1}[d, n] + delta_t[d] B_t[n] x_t[d]
     y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] x_t[d]
 
-with the N-dimensional state per channel starting at zero. All state math is float32; the
-outputs come back in the input dtype.
+with the N-dimensional state per channel starting at zero (or h0). ``reset_BT`` restarts the
+recurrence where it is true: there h_{t-1} is taken as 0 (packed sequences in one row, left
+padding before a prompt). All state math is float32; the outputs come back in the input dtype.
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ def selective_scan_reference(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.A
                              B_BTN: jax.Array, C_BTN: jax.Array,
                              D_D: jax.Array | None = None, *, z_BTD: jax.Array | None = None,
                              delta_bias_D: jax.Array | None = None, delta_softplus: bool = False,
-                             h0_BDN: jax.Array | None = None, return_state: bool = False):
+                             h0_BDN: jax.Array | None = None, return_state: bool = False,
+                             reset_BT: jax.Array | None = None):
     """y [B, T, D] of the Mamba-1 selective scan (module docstring), with ``lax.scan`` over
     time and a [B, D, N] float32 state. Options, as Mamba's block uses them:
 
         delta = softplus(delta + delta_bias)  with ``delta_softplus`` (the bias added either way)
         y     = y * silu(z)                   with ``z_BTD`` (the gate)
         h_{-1} = h0_BDN (default 0);  ``return_state`` also returns h_{T-1} [B, D, N]
+        h_{t-1} = 0 where ``reset_BT`` [B, T] is true (the decay exp(delta_t A) times 1 - reset_t)
     """
     Bsz, T, D = x_BTD.shape
     N = A_DN.shape[1]
@@ -81,14 +84,17 @@ def selective_scan_reference(x_BTD: jax.Array, delta_BTD: jax.Array, A_DN: jax.A
     if delta_softplus:
         delta = jax.nn.softplus(delta)
 
+    keep_BT = (jnp.ones(x_BTD.shape[:2], jnp.float32) if reset_BT is None
+               else 1.0 - reset_BT.astype(jnp.float32))
+
     def step(h_BDN, inputs):
-        x_BD, dt_BD, b_BN, c_BN = (u.astype(jnp.float32) for u in inputs)
-        h_BDN = (jnp.exp(dt_BD[:, :, None] * A[None]) * h_BDN
+        x_BD, dt_BD, b_BN, c_BN, keep_B = (u.astype(jnp.float32) for u in inputs)
+        h_BDN = (jnp.exp(dt_BD[:, :, None] * A[None]) * keep_B[:, None, None] * h_BDN
                  + (dt_BD * x_BD)[:, :, None] * b_BN[:, None, :])
         return h_BDN, jnp.einsum("bdn,bn->bd", h_BDN, c_BN)
 
     h0 = jnp.zeros((Bsz, D, N), jnp.float32) if h0_BDN is None else h0_BDN.astype(jnp.float32)
-    xs = tuple(jnp.swapaxes(u, 0, 1) for u in (x_BTD, delta, B_BTN, C_BTN))
+    xs = tuple(jnp.swapaxes(u, 0, 1) for u in (x_BTD, delta, B_BTN, C_BTN, keep_BT))
     h_last, y_TBD = jax.lax.scan(step, h0, xs)
     y_BTD = jnp.swapaxes(y_TBD, 0, 1)
     if D_D is not None:
