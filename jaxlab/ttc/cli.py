@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="DeepConf online: warm-up traces (default budget/2)")
     p.add_argument("--stop-keep", type=float, default=0.9,
                    help="DeepConf online: the threshold keeps this fraction of warm-up traces (default 0.9)")
+    p.add_argument("--inter-points", type=int, default=4,
+                   help="inter: the greedy trace is cut at j/J of its length, j < J (default J = 4)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per generation batch (default 64)")
     p.add_argument("--seed", type=int, default=0, help="problem and sampling seed (default 0)")
     p.add_argument("--out", help="output folder (default runs/ttc/<model>/<task>)")
@@ -54,6 +56,9 @@ def ttc_main(argv: list[str]) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    if args.inter_points < 2:
+        print("error: --inter-points must be >= 2", file=sys.stderr)
+        return 2
     if not (0 < args.keep <= 1 and 0 < args.stop_keep <= 1):
         print("error: --keep and --stop-keep must be in (0, 1]", file=sys.stderr)
         return 2
@@ -79,7 +84,8 @@ def ttc_main(argv: list[str]) -> int:
             args.model, args.task, n=args.n, seed=args.seed, difficulty=difficulty, methods=methods,
             budget=args.budget, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
             top_logprobs=args.top_logprobs, window=args.window, keep=args.keep, warmup=warmup,
-            stop_keep=args.stop_keep, batch_size=args.batch_size, progress=not args.no_progress)
+            stop_keep=args.stop_keep, inter_points=args.inter_points, batch_size=args.batch_size,
+            progress=not args.no_progress)
     except (ValueError, FileNotFoundError, OSError) as e:  # a model that cannot be loaded, among others
         print(f"error: {args.model!r}: {e}", file=sys.stderr)
         return 1

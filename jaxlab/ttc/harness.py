@@ -31,6 +31,13 @@ window ``window``, token confidence over the top ``top_logprobs`` log-probs):
                      does not vote; the others vote weighted by C_i. Tokens: sum_{i <= W} L_i +
                      sum_{i > W} (stop step + 1 if stopped else L_i): a stopped sample's tokens
                      up to its stop are exactly those it generated here, so the saving is exact.
+    inter            "Beyond the Last Answer" (Hammoud et al. 2025): the greedy trace (its M tokens
+                     before the stop token) is cut after c_j = round(j M / J) tokens, j = 1..J-1
+                     (J = ``inter_points``; distinct cuts in [1, M - 1]); from each cut the model
+                     continues greedily (prompt + the trace's first c_j tokens), and the answer of
+                     prefix + continuation is taken. Score: the majority vote of the J - 1 (or fewer)
+                     intermediate answers and the greedy trace's own answer. Tokens: L_greedy + the
+                     continuations' tokens (the prefixes are fed again, not generated).
 
 A vote's score is the share of correct answers among the answers tied at the top (a uniform
 tie-break in expectation); no vote at all scores 0. Accuracy: the mean score over problems, with
@@ -59,8 +66,8 @@ from jaxlab.samplers import SampleConfig, generate, pad_prompts
 from jaxlab.ttc.deepconf import early_stop_step, stop_threshold, token_confidence, trace_confidence
 from jaxlab.ttc.voting import filtered_vote, weighted_vote
 
-METHODS = ("greedy", "bon", "vote", "wvote", "deepconf", "deepconf-online")
-SAMPLED_METHODS = METHODS[1:]
+METHODS = ("greedy", "bon", "vote", "wvote", "deepconf", "deepconf-online", "inter")
+SAMPLED_METHODS = ("bon", "vote", "wvote", "deepconf", "deepconf-online")
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -88,9 +95,10 @@ def draw_traces(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample
                 progress: bool = False, desc: str = "sample") -> tuple[list[list[dict]], float]:
     """``samples`` completions of each prompt: ([per prompt: [trace, ...]], wall seconds).
 
-    A trace is ``{"text", "length", "truncated", "confidence" (C_t per generated token, [L]
-    list; empty without top log-probs), "trace_confidence" (lowest group confidence, None
-    without top log-probs)}``; ``text`` is decoded without the stop token. A batch holds
+    A trace is ``{"text", "ids" (generated ids, the stop token included), "length",
+    "stopped", "truncated", "confidence" (C_t per generated token, [L] list; empty without
+    top log-probs), "trace_confidence" (lowest group confidence, None without top
+    log-probs)}``; ``text`` is decoded without the stop token. A batch holds
     max(1, batch_size // samples) prompts, each prefilled once and sampled ``samples`` times;
     batch j draws with ``fold_in(key, j)``; the last batch is filled up by repeating its first
     prompt (outputs dropped), so every batch has one shape."""
@@ -119,7 +127,8 @@ def draw_traces(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample
                 stopped = n > 0 and int(ids[-1]) in stops
                 conf = token_confidence(top_BNk[r, :n]) if top_BNk.shape[-1] and n else np.zeros(0)
                 traces.append({
-                    "text": tokenizer.decode(ids[:-1] if stopped else ids), "length": n,
+                    "text": tokenizer.decode(ids[:-1] if stopped else ids), "ids": [int(t) for t in ids],
+                    "length": n, "stopped": bool(stopped),
                     "truncated": bool(not stopped and n >= sample_cfg.max_new_tokens),
                     "confidence": [float(c) for c in conf],
                     "trace_confidence": trace_confidence(conf, window=window) if conf.size else None})
@@ -130,7 +139,7 @@ def draw_traces(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample
 def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str] = METHODS, budget: int = 8,
                 key: jax.Array, temperature: float = 1.0, max_new_tokens: int = 64, top_logprobs: int = 20,
                 window: int = 16, keep: float = 0.5, warmup: int | None = None, stop_keep: float = 0.9,
-                batch_size: int = 64, chat: bool | None = None, confidence: float = 0.95,
+                inter_points: int = 4, batch_size: int = 64, chat: bool | None = None, confidence: float = 0.95,
                 n_boot: int = stats.DEFAULT_BOOTSTRAP, seed: int = 0, progress: bool = False) -> dict:
     """Samples once and scores every method of ``methods`` on ``examples`` (Examples of
     ``task``) (module docstring). ``warmup`` defaults to budget // 2. Returns
@@ -148,7 +157,7 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                   top_logprobs=top_logprobs)
     key_greedy, key_samples = jax.random.split(key)
     greedy, greedy_s = [[None]] * len(prompts), 0.0
-    if "greedy" in methods:
+    if "greedy" in methods or "inter" in methods:
         greedy, greedy_s = draw_traces(cfg, params, tokenizer, prompts, samples=1, key=key_greedy, window=window,
                                        sample_cfg=SampleConfig(temperature=0.0, **common), batch_size=batch_size,
                                        progress=progress, desc="greedy")
@@ -158,21 +167,38 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                                         window=window, batch_size=batch_size, progress=progress,
                                         sample_cfg=SampleConfig(temperature=temperature, **common),
                                         desc=f"{budget} samples")
+    inter, inter_s = [[] for _ in prompts], 0.0
+    if "inter" in methods:
+        cuts = [cut_points(len(g[0]["ids"]) - g[0]["stopped"], inter_points) for g in greedy]
+        rows = [np.concatenate([p, np.asarray(g[0]["ids"][:c], np.int32)])
+                for p, g, cs in zip(prompts, greedy, cuts) for c in cs]
+        conts, inter_s = draw_traces(cfg, params, tokenizer, rows, samples=1, key=key_greedy, window=window,
+                                     sample_cfg=SampleConfig(temperature=0.0, **common), batch_size=batch_size,
+                                     progress=progress, desc="intermediate answers") if rows else ([], 0.0)
+        it = iter(conts)
+        for i, (g, cs) in enumerate(zip(greedy, cuts)):
+            for c in cs:
+                cont = next(it)[0]
+                prefix = tokenizer.decode(np.asarray(g[0]["ids"][:c], np.int32))
+                inter[i].append({"cut": c, "text": prefix + cont["text"], "length": cont["length"]})
     problems = []
-    for e, g, s in zip(examples, greedy, sampled, strict=True):
+    for e, g, s, its in zip(examples, greedy, sampled, inter, strict=True):
         record = {"prompt": e.prompt, "answer": e.answer, "difficulty": int(e.meta.get("difficulty", 0))}
         if g[0] is not None:
             record["greedy"] = _label(task, e, g[0])
         record["samples"] = [_label(task, e, t) for t in s]
+        if "inter" in methods:
+            record["inter"] = [_label(task, e, t) for t in its]
         problems.append(record)
+    wall_s = {"greedy": greedy_s, "samples": sample_s, "inter": inter_s}
     scored = score_methods(problems, methods, budget=budget, window=window, keep=keep, warmup=warmup,
-                           stop_keep=stop_keep, wall_s={"greedy": greedy_s, "samples": sample_s},
+                           stop_keep=stop_keep, wall_s=wall_s,
                            confidence=confidence, n_boot=n_boot, seed=seed)
     settings = dict(task=task.name, n=len(examples), budget=budget, temperature=float(temperature),
                     max_new_tokens=max_new_tokens, top_logprobs=top_logprobs, window=window, keep=keep,
-                    warmup=warmup, stop_keep=stop_keep, batch_size=batch_size, chat=chat, seed=seed,
-                    confidence=confidence)
-    return {"settings": settings, "wall_s": {"greedy": greedy_s, "samples": sample_s}, **scored,
+                    warmup=warmup, stop_keep=stop_keep, inter_points=inter_points, batch_size=batch_size, chat=chat,
+                    seed=seed, confidence=confidence)
+    return {"settings": settings, "wall_s": wall_s, **scored,
             "problems": problems}
 
 
@@ -212,6 +238,14 @@ def run_config(cfg, out_dir, methods: Sequence[str], *, progress: bool = False, 
     return out
 
 
+def cut_points(m: int, points: int) -> list[int]:
+    """The cuts of a trace of ``m`` tokens for ``inter``: the distinct round(j m / points),
+    j = 1..points-1, that lie in [1, m - 1] (none for m < 2)."""
+    if points < 2:
+        raise ValueError(f"inter_points must be >= 2, got {points}")
+    return sorted({c for c in (round(j * m / points) for j in range(1, points)) if 1 <= c <= m - 1})
+
+
 def _label(task, example, trace: dict) -> dict:
     return {**trace, "key": answer_key(task, trace["text"]), "correct": bool(task.verify(example, trace["text"]))}
 
@@ -249,6 +283,10 @@ def problem_scores(record: dict, method: str, k: int, *, window: int, keep: floa
     if method == "greedy":
         g = record["greedy"]
         return float(g["correct"]), int(g["length"])
+    if method == "inter":
+        answers = [*record["inter"], record["greedy"]]
+        keys, correct = [t["key"] for t in answers], [t["correct"] for t in answers]
+        return vote_score(keys, correct, weighted_vote(keys)), sum(int(t["length"]) for t in answers)
     traces = record["samples"][:k]
     if len(traces) < k:
         raise ValueError(f"a problem has {len(record['samples'])} samples, fewer than k={k}")
@@ -275,8 +313,9 @@ def problem_scores(record: dict, method: str, k: int, *, window: int, keep: floa
 
 
 def method_ks(method: str, budget: int, warmup: int) -> list[int]:
-    """The budgets a method is scored at: greedy at 1; deepconf-online at k > warmup."""
-    if method == "greedy":
+    """The budgets a method is scored at: greedy and inter at 1 (one trace); deepconf-online
+    at k > warmup."""
+    if method in ("greedy", "inter"):
         return [1]
     ks = budgets(budget)
     return [k for k in ks if k > warmup] if method == "deepconf-online" else ks
@@ -305,6 +344,8 @@ def score_methods(problems: Sequence[dict], methods: Sequence[str], *, budget: i
             low, high = stats.bootstrap_mean_interval(scores, confidence, n_boot=n_boot, seed=seed)
             if method == "greedy":
                 wall = float(wall_s.get("greedy", 0.0))
+            elif method == "inter":
+                wall = float(wall_s.get("greedy", 0.0)) + float(wall_s.get("inter", 0.0))
             else:
                 wall = float(wall_s.get("samples", 0.0)) * float(tokens.sum()) / sampled_total
             points.append({"k": k, "accuracy": float(scores.mean()), "low": low, "high": high,

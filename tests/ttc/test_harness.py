@@ -33,7 +33,7 @@ PROBLEMS = [
 
 
 def test_methods_on_hand_made_traces():
-    out = harness.score_methods(PROBLEMS, harness.METHODS, budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
+    out = harness.score_methods(PROBLEMS, harness.METHODS[:-1], budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
                                 wall_s={"greedy": 2.0, "samples": 18.0}, n_boot=200)["methods"]
     acc = {m: [p["accuracy"] for p in out[m]["points"]] for m in out}
     tokens = {m: [p["tokens"] for p in out[m]["points"]] for m in out}
@@ -57,6 +57,20 @@ def test_methods_on_hand_made_traces():
     for m in out.values():
         for p in m["points"]:
             assert p["low"] <= p["accuracy"] <= p["high"]
+
+
+def test_intermediate_answers_vote_with_the_last_answer():
+    """inter: the greedy trace's answer "5" (wrong) and three continuations from its cuts, "3"
+    (right) twice and one malformed: "3" wins; tokens 4 + 2 + 3 + 1."""
+    record = {"greedy": {"key": "5", "correct": False, "length": 4},
+              "inter": [{"key": "3", "correct": True, "length": 2}, {"key": "3", "correct": True, "length": 3},
+                        {"key": None, "correct": False, "length": 1}]}
+    out = harness.score_methods([record], ["greedy", "inter"], budget=1, window=2, keep=0.5, warmup=1, stop_keep=0.5,
+                                n_boot=50)["methods"]
+    assert out["inter"]["points"] == [{"k": 1, "accuracy": 1.0, "low": 1.0, "high": 1.0, "tokens": 10.0,
+                                       "wall_s": 0.0}]
+    assert out["greedy"]["points"][0]["accuracy"] == 0.0
+    assert harness.cut_points(8, 4) == [2, 4, 6] and harness.cut_points(2, 4) == [1] and harness.cut_points(1, 4) == []
 
 
 def test_online_deepconf_stops_and_bad_settings():
@@ -92,6 +106,9 @@ def test_cli_on_a_tiny_model_matches_its_samples(tmp_path):
         for a, b in zip(again["methods"][m]["points"], results["methods"][m]["points"], strict=True):
             assert a == pytest.approx(b)
     assert results["methods"]["deepconf-online"]["points"][0]["tokens"] <= vote["points"][-1]["tokens"]
+    for p in problems:  # inter: one continuation per cut of the greedy trace, its text after the prefix
+        g = p["greedy"]
+        assert [t["cut"] for t in p["inter"]] == harness.cut_points(len(g["ids"]) - g["stopped"], 4)
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 0 and "| vote | 4 |" in (out / "table.md").read_text()
 
 
