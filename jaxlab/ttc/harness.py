@@ -225,15 +225,15 @@ def run_task(model: str, task_name: str, *, n: int, seed: int = 0, difficulty: t
     return {"model": model, "difficulty": None if difficulty is None else list(difficulty), **out}
 
 
-def run_config(cfg, out_dir, methods: Sequence[str], *, progress: bool = False, warmup: int | None = None,
-               stop_keep: float = 0.9) -> dict:
+def run_config(cfg, out_dir, methods: Sequence[str], *, progress: bool = False, **kwargs) -> dict:
     """:func:`run_task` from an experiment config's fields (model, task, difficulty, n_problems,
-    seed, budget, temperature, max_new_tokens, top_logprobs, window, keep, batch_size), its
-    files written into ``out_dir`` (:func:`write_results`)."""
+    seed, budget, temperature, max_new_tokens, top_logprobs, window, keep, batch_size; ``kwargs``:
+    other settings of :func:`run_methods`), its files written into ``out_dir``
+    (:func:`write_results`)."""
     out = run_task(cfg.model, cfg.task, n=cfg.n_problems, seed=cfg.seed, difficulty=cfg.difficulty,
                    methods=methods, budget=cfg.budget, temperature=cfg.temperature,
                    max_new_tokens=cfg.max_new_tokens, top_logprobs=cfg.top_logprobs, window=cfg.window,
-                   keep=cfg.keep, warmup=warmup, stop_keep=stop_keep, batch_size=cfg.batch_size, progress=progress)
+                   keep=cfg.keep, batch_size=cfg.batch_size, progress=progress, **kwargs)
     write_results(out, out_dir, title=f"{cfg.model}, {cfg.task} {tuple(cfg.difficulty)}, seed {cfg.seed}")
     return out
 
