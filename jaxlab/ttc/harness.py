@@ -374,6 +374,7 @@ def plot_accuracy_vs_tokens(results: dict, path, title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, m in results["methods"].items():
@@ -386,6 +387,9 @@ def plot_accuracy_vs_tokens(results: dict, path, title: str = "") -> None:
             ax.annotate(f"{p['k']}", (p["tokens"], p["accuracy"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("tokens generated per problem (log scale; labels: samples k)")
     ax.set_ylabel("accuracy (95% interval)")
     ax.set_ylim(-0.02, 1.02)
