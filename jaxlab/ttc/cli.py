@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-keep", type=float, default=0.9,
                    help="DeepConf online: the threshold keeps this fraction of warm-up traces (default 0.9)")
     p.add_argument("--inter-points", type=int, default=4,
-                   help="inter: the greedy trace is cut at j/J of its length, j < J (default J = 4)")
+                   help="inter: the first sampled trace is cut at j/J of its length, j < J (default J = 4)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per generation batch (default 64)")
     p.add_argument("--seed", type=int, default=0, help="problem and sampling seed (default 0)")
     p.add_argument("--out", help="output folder (default runs/ttc/<model>/<task>)")

@@ -31,13 +31,15 @@ window ``window``, token confidence over the top ``top_logprobs`` log-probs):
                      does not vote; the others vote weighted by C_i. Tokens: sum_{i <= W} L_i +
                      sum_{i > W} (stop step + 1 if stopped else L_i): a stopped sample's tokens
                      up to its stop are exactly those it generated here, so the saving is exact.
-    inter            "Beyond the Last Answer" (Hammoud et al. 2025): the greedy trace (its M tokens
-                     before the stop token) is cut after c_j = round(j M / J) tokens, j = 1..J-1
-                     (J = ``inter_points``; distinct cuts in [1, M - 1]); from each cut the model
-                     continues greedily (prompt + the trace's first c_j tokens), and the answer of
-                     prefix + continuation is taken. Score: the majority vote of the J - 1 (or fewer)
-                     intermediate answers and the greedy trace's own answer. Tokens: L_greedy + the
-                     continuations' tokens (the prefixes are fed again, not generated).
+    inter            "Beyond the Last Answer" (Hammoud et al. 2025): the first sampled trace (its M
+                     tokens before the stop token) is cut after c_j = round(j M / J) tokens,
+                     j = 1..J-1 (J = ``inter_points``; distinct cuts in [1, M - 1]); from each cut
+                     the model continues greedily (prompt + the trace's first c_j tokens), and the
+                     answer of prefix + continuation is taken. Score: the majority vote of the J - 1
+                     (or fewer) intermediate answers and the trace's own last answer (whose score
+                     alone is ``vote`` at k = 1). Tokens: L_1 + the continuations' tokens (the
+                     prefixes are fed again, not generated). The trace is sampled, not greedy: a
+                     greedy continuation of a greedy trace's prefix regenerates that trace.
 
 A vote's score is the share of correct answers among the answers tied at the top (a uniform
 tie-break in expectation); no vote at all scores 0. Accuracy: the mean score over problems, with
@@ -67,7 +69,7 @@ from jaxlab.ttc.deepconf import early_stop_step, stop_threshold, token_confidenc
 from jaxlab.ttc.voting import filtered_vote, weighted_vote
 
 METHODS = ("greedy", "bon", "vote", "wvote", "deepconf", "deepconf-online", "inter")
-SAMPLED_METHODS = ("bon", "vote", "wvote", "deepconf", "deepconf-online")
+SAMPLED_METHODS = ("bon", "vote", "wvote", "deepconf", "deepconf-online", "inter")
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -157,7 +159,7 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                   top_logprobs=top_logprobs)
     key_greedy, key_samples = jax.random.split(key)
     greedy, greedy_s = [[None]] * len(prompts), 0.0
-    if "greedy" in methods or "inter" in methods:
+    if "greedy" in methods:
         greedy, greedy_s = draw_traces(cfg, params, tokenizer, prompts, samples=1, key=key_greedy, window=window,
                                        sample_cfg=SampleConfig(temperature=0.0, **common), batch_size=batch_size,
                                        progress=progress, desc="greedy")
@@ -169,17 +171,17 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                                         desc=f"{budget} samples")
     inter, inter_s = [[] for _ in prompts], 0.0
     if "inter" in methods:
-        cuts = [cut_points(len(g[0]["ids"]) - g[0]["stopped"], inter_points) for g in greedy]
-        rows = [np.concatenate([p, np.asarray(g[0]["ids"][:c], np.int32)])
-                for p, g, cs in zip(prompts, greedy, cuts) for c in cs]
+        cuts = [cut_points(len(s[0]["ids"]) - s[0]["stopped"], inter_points) for s in sampled]
+        rows = [np.concatenate([p, np.asarray(s[0]["ids"][:c], np.int32)])
+                for p, s, cs in zip(prompts, sampled, cuts) for c in cs]
         conts, inter_s = draw_traces(cfg, params, tokenizer, rows, samples=1, key=key_greedy, window=window,
                                      sample_cfg=SampleConfig(temperature=0.0, **common), batch_size=batch_size,
                                      progress=progress, desc="intermediate answers") if rows else ([], 0.0)
         it = iter(conts)
-        for i, (g, cs) in enumerate(zip(greedy, cuts)):
+        for i, (s, cs) in enumerate(zip(sampled, cuts)):
             for c in cs:
                 cont = next(it)[0]
-                prefix = tokenizer.decode(np.asarray(g[0]["ids"][:c], np.int32))
+                prefix = tokenizer.decode(np.asarray(s[0]["ids"][:c], np.int32))
                 inter[i].append({"cut": c, "text": prefix + cont["text"], "length": cont["length"]})
     problems = []
     for e, g, s, its in zip(examples, greedy, sampled, inter, strict=True):
@@ -284,7 +286,7 @@ def problem_scores(record: dict, method: str, k: int, *, window: int, keep: floa
         g = record["greedy"]
         return float(g["correct"]), int(g["length"])
     if method == "inter":
-        answers = [*record["inter"], record["greedy"]]
+        answers = [*record["inter"], record["samples"][0]]
         keys, correct = [t["key"] for t in answers], [t["correct"] for t in answers]
         return vote_score(keys, correct, weighted_vote(keys)), sum(int(t["length"]) for t in answers)
     traces = record["samples"][:k]
@@ -314,7 +316,7 @@ def problem_scores(record: dict, method: str, k: int, *, window: int, keep: floa
 
 def method_ks(method: str, budget: int, warmup: int) -> list[int]:
     """The budgets a method is scored at: greedy and inter at 1 (one trace); deepconf-online
-    at k > warmup."""
+    at k > warmup; the others at :func:`budgets`."""
     if method in ("greedy", "inter"):
         return [1]
     ks = budgets(budget)
@@ -345,7 +347,8 @@ def score_methods(problems: Sequence[dict], methods: Sequence[str], *, budget: i
             if method == "greedy":
                 wall = float(wall_s.get("greedy", 0.0))
             elif method == "inter":
-                wall = float(wall_s.get("greedy", 0.0)) + float(wall_s.get("inter", 0.0))
+                first = sum(int(r["samples"][0]["length"]) for r in problems)
+                wall = float(wall_s.get("samples", 0.0)) * first / sampled_total + float(wall_s.get("inter", 0.0))
             else:
                 wall = float(wall_s.get("samples", 0.0)) * float(tokens.sum()) / sampled_total
             points.append({"k": k, "accuracy": float(scores.mean()), "low": low, "high": high,

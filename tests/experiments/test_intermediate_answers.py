@@ -19,10 +19,10 @@ def test_smoke_verdict_from_its_rows(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     runs = results["runs"]["intermediate_answers"]
     for r in runs:
-        assert r["changed"] == int(np.sum(np.array(r["inter_scores"]) != np.array(r["greedy_scores"])))
-        assert r["inter_tokens"] >= r["greedy_tokens"]  # the greedy trace plus its continuations
+        assert r["changed"] == int(np.sum(np.array(r["inter_scores"]) != np.array(r["last_scores"])))
+        assert r["inter_tokens"] >= r["last_tokens"]  # the trace plus its continuations
     v = results["verdict"]
-    effect = np.mean([np.subtract(r["inter_scores"], r["greedy_scores"]) for r in runs])
+    effect = np.mean([np.subtract(r["inter_scores"], r["last_scores"]) for r in runs])
     assert v["effect"] == pytest.approx(effect) and v["low"] <= effect <= v["high"]
     greedy = np.mean([r["greedy_scores"] for r in runs])
     assert v["preconditions"][0]["passed"] == (0.2 <= greedy <= 0.6)

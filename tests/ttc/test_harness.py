@@ -60,9 +60,10 @@ def test_methods_on_hand_made_traces():
 
 
 def test_intermediate_answers_vote_with_the_last_answer():
-    """inter: the greedy trace's answer "5" (wrong) and three continuations from its cuts, "3"
+    """inter: the first sample's answer "5" (wrong) and three continuations from its cuts, "3"
     (right) twice and one malformed: "3" wins; tokens 4 + 2 + 3 + 1."""
     record = {"greedy": {"key": "5", "correct": False, "length": 4},
+              "samples": [{"key": "5", "correct": False, "length": 4}],
               "inter": [{"key": "3", "correct": True, "length": 2}, {"key": "3", "correct": True, "length": 3},
                         {"key": None, "correct": False, "length": 1}]}
     out = harness.score_methods([record], ["greedy", "inter"], budget=1, window=2, keep=0.5, warmup=1, stop_keep=0.5,
@@ -106,9 +107,9 @@ def test_cli_on_a_tiny_model_matches_its_samples(tmp_path):
         for a, b in zip(again["methods"][m]["points"], results["methods"][m]["points"], strict=True):
             assert a == pytest.approx(b)
     assert results["methods"]["deepconf-online"]["points"][0]["tokens"] <= vote["points"][-1]["tokens"]
-    for p in problems:  # inter: one continuation per cut of the greedy trace, its text after the prefix
-        g = p["greedy"]
-        assert [t["cut"] for t in p["inter"]] == harness.cut_points(len(g["ids"]) - g["stopped"], 4)
+    for p in problems:  # inter: one continuation per cut of the first sample
+        first = p["samples"][0]
+        assert [t["cut"] for t in p["inter"]] == harness.cut_points(len(first["ids"]) - first["stopped"], 4)
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 0 and "| vote | 4 |" in (out / "table.md").read_text()
 
 
