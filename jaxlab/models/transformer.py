@@ -6,7 +6,9 @@
 
 Layers are stacked on a leading L axis and run under ``lax.scan`` (one layer compiled once),
 optionally rematerialised. ``init(cfg, key)``, ``apply(params, tokens, cfg)``; for generation
-``init_cache``, ``prefill`` and ``decode_step`` share the same forward pass.
+``init_cache``, ``prefill`` and ``decode_step`` share the same forward pass. Under a context
+mesh the residual stream, attention heads, MLP hidden units and logits are constrained to
+their logical shardings (:mod:`jaxlab.nn.partitioning`).
 
 The KV cache is a dict: ``k``, ``v`` [L, B, S, K, Dh] (carried through the layer scan and
 updated in place, one token's slots per layer and decode step); ``segment_ids`` [B, S] (1 for a written
@@ -28,6 +30,7 @@ from jaxlab.nn.attention import AttentionConfig, attention_block, init_attention
 from jaxlab.nn.embed import embed, init_embedding, unembed
 from jaxlab.nn.linear import init_dense
 from jaxlab.nn.mlp import MlpType, init_mlp, mlp_down, mlp_hidden
+from jaxlab.nn.partitioning import constrain
 from jaxlab.nn.norms import NormType, init_norm, norm
 from jaxlab.nn.rope import RopeScaling
 
@@ -234,7 +237,7 @@ def _layer(cfg: Config, x_BTD, layer_params, cache_layer, *, rope, segment_ids_B
         seen["attn_probs"] = attn[2]
     x_BTD = x_BTD + attn_BTD
     h_BTD = norm(layer_params["mlp_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
-    hidden_BTF = mlp_hidden(layer_params["mlp"], h_BTD, cfg.mlp_type)
+    hidden_BTF = constrain(mlp_hidden(layer_params["mlp"], h_BTD, cfg.mlp_type), "mlp_hidden")
     if "mlp_hidden_scale" in edit:
         hidden_BTF = hidden_BTF * edit["mlp_hidden_scale"].astype(hidden_BTF.dtype)
     mlp_BTD = mlp_down(layer_params["mlp"], hidden_BTF)
@@ -268,7 +271,7 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
     the last position only (logits [B, 1, V]). ``intervention`` ({name: [L, ...]},
     :data:`INTERVENTIONS`) is scanned with the layers, each layer taking its slice.
     """
-    x_BTD = embed(params["embed"], tokens_BT, cfg.dtype)
+    x_BTD = constrain(embed(params["embed"], tokens_BT, cfg.dtype), "residual")
     rope = rope_for(cfg.attention, positions_BT)
     T = tokens_BT.shape[1]
     edits = intervention or {}
@@ -281,6 +284,7 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
                                         segment_ids_BT=segment_ids_BT, cache_index=cache_index,
                                         kv_segment_ids_BS=kv_segment_ids_BS, edit=edit,
                                         capture=capture)
+        x_BTD = constrain(x_BTD, "residual")
         if kv is not None:
             kv = {name: jax.lax.dynamic_update_slice(
                       kv[name],
@@ -299,7 +303,7 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
         x_BTD = x_BTD[:, -1:]
     h_BTD = norm(params["final_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
     unembed_params = params["embed"] if cfg.tie_embeddings else params["unembed"]
-    logits_BTV = unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings)
+    logits_BTV = constrain(unembed(unembed_params, h_BTD, tied=cfg.tie_embeddings), "logits")
     if return_hidden:
         hidden_LBTD = jnp.concatenate([x0_BTD[None], hidden_LBTD], axis=0)
     return logits_BTV, new_cache, hidden_LBTD, captured

@@ -27,6 +27,7 @@ from jaxlab.kernels import attention
 from jaxlab.kernels.attention.reference import attention_mask, softplus_row_scale
 from jaxlab.nn.linear import dense, init_dense
 from jaxlab.nn.norms import init_norm, rms_norm
+from jaxlab.nn.partitioning import constrain
 from jaxlab.nn.rope import RopeScaling, rope_tables, rotate
 
 
@@ -142,8 +143,9 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
     if cfg.qk_norm:
         q_BTHD = rms_norm(params["q_norm"], q_BTHD, cfg.norm_eps)
         k_BTKD = rms_norm(params["k_norm"], k_BTKD, cfg.norm_eps)
-    q_BTHD = rotate(q_BTHD, *rope)
-    k_BTKD = rotate(k_BTKD, *rope)
+    q_BTHD = constrain(rotate(q_BTHD, *rope), "attn_q")
+    k_BTKD = constrain(rotate(k_BTKD, *rope), "attn_kv")
+    v_BTKD = constrain(v_BTKD, "attn_kv")
 
     explicit = return_probs or cfg.products != "exact"
     probs_BHTS = None
@@ -179,6 +181,7 @@ def attention_block(params: dict, x_BTD: jax.Array, cfg: AttentionConfig, *,
                              q_offset=cache_index, impl=cfg.impl, kind=cfg.kind,
                              reweight_power=cfg.reweight_power)
         new_cache = {"k": k_BSKD, "v": v_BSKD}
+    out_BTHD = constrain(out_BTHD, "attn_heads")
     if head_scale_H is not None:
         out_BTHD = out_BTHD * head_scale_H.astype(out_BTHD.dtype)[:, None]
     out_BTD = dense(params["o"], out_BTHD, "bthk,hkd->btd")

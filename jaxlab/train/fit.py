@@ -35,7 +35,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -149,14 +149,16 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         init_params: Callable[[jax.Array], dict] | dict | None, param_axes: Callable[[str], tuple],
         loss_sums_fn: Callable, source: BatchSource, evaluate: Callable[[dict, int], dict] | None = None,
         frozen: Any = None, tokens_per_step: int | None = None, normalize_fn: Callable | None = None,
-        progress: bool = True, adapter=None) -> FitResult:
+        progress: bool = True, adapter=None, rules: Mapping | None = None) -> FitResult:
     """Trains (or resumes) in ``workdir``: checkpoints in ``workdir/checkpoints``, metrics in
     ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
 
     ``tokens_per_step`` sets the throughput numerator; without it the step's ``count`` (the
     loss's token or sequence count) is used. ``normalize_fn`` turns the step's summed metrics
     into means (default: divide by ``count``). With ``adapter``, ``init_params`` is None (the
-    adapter's ``init`` is trained) and ``param_axes`` are the base's.
+    adapter's ``init`` is trained) and ``param_axes`` are the base's. ``rules`` are the
+    logical-axis rules of params and activations (``MeshConfig.logical_rules()``; default
+    :data:`jaxlab.nn.partitioning.LOGICAL_RULES`).
     """
     with_step = adapter is not None
     model_params = None  # (trainable, step) -> the model's params, under an adapter
@@ -188,7 +190,8 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
 
     key = jax.random.key(loop.seed)
     abstract = jax.eval_shape(init_state, key, given)
-    state_sh = state_shardings(abstract, mesh, param_axes)
+    rules = shd.LOGICAL_RULES if rules is None else rules
+    state_sh = state_shardings(abstract, mesh, param_axes, rules)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, state_sh)
 
@@ -215,8 +218,8 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
     extra = {} if normalize_fn is None else {"normalize_fn": normalize_fn}
     if with_step:
         extra["with_step"] = True
-    frozen_sh = None if frozen is None else shd.tree_shardings(frozen, mesh, frozen_axes)
-    step_fn = jit_train_step(mesh, state_sh, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
+    frozen_sh = None if frozen is None else shd.tree_shardings(frozen, mesh, frozen_axes, rules)
+    step_fn = jit_train_step(mesh, state_sh, rules=rules, loss_sums_fn=loss_sums_fn, optimizer=optimizer,
                              grad_accum=loop.grad_accum, with_frozen=frozen is not None,
                              frozen_sh=frozen_sh, **extra)
     if frozen is not None:

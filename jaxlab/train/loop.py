@@ -172,10 +172,11 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
                           shard_index=jax.process_index(), shard_count=jax.process_count(),
                           tokenizer=None if byte_tokens else tokenizer)
     eval_batches = _eval_batches(cfg, None if byte_tokens else tokenizer)
+    rules = cfg.mesh.logical_rules()
     eval_fn = jit_eval_sums(mesh, shd.tree_shardings(
-        jax.eval_shape(models.init_fn(cfg.model), jax.random.key(0)), mesh, models.param_axes(cfg.model)),
+        jax.eval_shape(models.init_fn(cfg.model), jax.random.key(0)), mesh, models.param_axes(cfg.model), rules),
         loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model,
-                                       byte_vocab=256 if byte_tokens else 0))
+                                       byte_vocab=256 if byte_tokens else 0), rules=rules)
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     init_params, adapter = trainer_adapter(
         tcfg.peft, hf_params if hf_params is not None else models.init_fn(cfg.model),
@@ -183,7 +184,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         eva_batches=lambda: iter(lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
                                             tokenizer=None if byte_tokens else tokenizer)))
     fitted = fit(
-        workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh,
+        workdir, name=cfg.name, loop=tcfg.loop, optim=cfg.optim, mesh=mesh, rules=rules,
         init_params=init_params, adapter=adapter,
         param_axes=models.param_axes(cfg.model),
         loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg.model, z_loss=tcfg.z_loss),

@@ -1,20 +1,23 @@
-"""Device meshes and the rule that places every param and batch on them.
+"""Device meshes and the rule that places every param, batch and activation on them.
 
 A param's path gives its logical axes (``transformer.param_axes``: ``layers/attn/q/kernel`` ->
-("layers", "embed", "heads", "head_dim")); ``LOGICAL_RULES`` maps logical axes to mesh axes;
-a mesh axis that does not divide the dimension is dropped for that param (it is replicated
-along that axis instead). The batch dimension is split over ``data`` and ``fsdp`` together.
+("layers", "embed", "heads", "head_dim")); the rules map logical axes to mesh axes
+(:mod:`jaxlab.nn.partitioning`, where the activations' axes are named too); a mesh axis that
+does not divide the dimension is dropped for that param (it is replicated along that axis
+instead). The batch dimension is split over ``data`` and ``fsdp`` together. An experiment
+changes the rules with ``mesh.rules`` (``--set mesh.rules=mlp=none``).
 
 Mesh axes:
   data     pure data parallelism: params replicated, batch split
   fsdp     params (their ``embed`` dimension) and optimizer state split, batch split; XLA
            gathers a layer's weights when it needs them
   tensor   tensor (Megatron-style) parallelism: attention heads, kv heads and the MLP hidden
-           dimension split; activations stay split inside a block and are reduced after its
-           output projection
+           dimension split; activations stay split inside a block (constrained so by the
+           model, :func:`jaxlab.nn.partitioning.constrain`) and are reduced after its output
+           projection
 
 One code path serves 1 device, N fake CPU devices and many hosts: ``jax.jit`` with explicit
-in/out shardings on a mesh with axes ("data", "fsdp", "tensor").
+in/out shardings on a mesh with axes ("data", "fsdp", "tensor"), called under that mesh.
 """
 
 from __future__ import annotations
@@ -27,21 +30,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
-
-# logical axis -> mesh axis (or None: replicated).
-LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
-    "batch": BATCH_AXES,
-    "embed": "fsdp",
-    "vocab": None,
-    "heads": "tensor",
-    "kv_heads": "tensor",
-    "head_dim": None,
-    "mlp": "tensor",
-    "layers": None,
-    "norm": None,
-}
+from jaxlab.nn.partitioning import (BATCH_AXES, LOGICAL_RULES, MESH_AXES, Rules, logical_spec, parse_rules,
+                                    use_rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +41,16 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    # Changes to the logical rules, "logical=axis" ("heads=none", "batch=data+fsdp"):
+    # :func:`jaxlab.nn.partitioning.parse_rules`.
+    rules: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        parse_rules(self.rules)
+
+    def logical_rules(self) -> dict:
+        """The logical-axis rules of this mesh: the defaults with ``rules`` applied."""
+        return parse_rules(self.rules)
 
     def shape(self, n_devices: int) -> tuple[int, ...]:
         sizes = [self.data, self.fsdp, self.tensor]
@@ -66,12 +66,14 @@ class MeshConfig:
         return tuple(sizes)
 
 
-def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
-    """``fn`` (a jitted step) called with ``mesh`` as the context mesh (``jax.set_mesh``), so
-    that what it traces sees the mesh: the Pallas kernels then run under ``shard_map`` over
-    it (:mod:`jaxlab.kernels._mesh`) instead of gathering their inputs."""
+def on_mesh(fn: Callable, mesh: Mesh, rules: Rules | None = None) -> Callable:
+    """``fn`` (a jitted step) called with ``mesh`` as the context mesh (``jax.set_mesh``) and
+    ``rules`` (default :data:`LOGICAL_RULES`) in force, so that what it traces sees both: the
+    model constrains its activations by the rules, and the Pallas kernels run under
+    ``shard_map`` over the mesh (:mod:`jaxlab.kernels._mesh`) instead of gathering their
+    inputs."""
     def call(*args, **kwargs):
-        with jax.set_mesh(mesh):
+        with jax.set_mesh(mesh), use_rules(rules):
             return fn(*args, **kwargs)
 
     call.__wrapped__ = fn
@@ -105,27 +107,6 @@ def path_str(path) -> str:
     for p in path:
         parts.append(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))))
     return "/".join(parts)
-
-
-def logical_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
-                 rules: dict = LOGICAL_RULES) -> P:
-    """PartitionSpec of an array with these logical axes; mesh axes that do not divide the
-    dimension (or have size 1) are dropped."""
-    if len(axes) != len(shape):
-        raise ValueError(f"logical axes {axes} do not match shape {shape}")
-    spec, used = [], set()
-    for name, dim in zip(axes, shape):
-        target = rules.get(name) if name is not None else None
-        names = (target,) if isinstance(target, str) else tuple(target or ())
-        # Axes of size 1 split nothing: leave them out so specs read as what is split.
-        names = tuple(n for n in names if mesh.shape.get(n, 1) > 1 and n not in used)
-        size = math.prod(mesh.shape[n] for n in names)
-        if not names or dim % size:
-            spec.append(None)
-            continue
-        used.update(names)
-        spec.append(names[0] if len(names) == 1 else names)
-    return P(*spec)
 
 
 def tree_shardings(tree, mesh: Mesh, axes_of: Callable[[str], tuple], rules: dict = LOGICAL_RULES):

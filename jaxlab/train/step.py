@@ -98,10 +98,11 @@ def eval_sums(params: dict, batch: dict, *, loss_sums_fn: LossSumsFn) -> dict:
     return loss_sums_fn(params, batch, jax.random.key(0))
 
 
-def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
-    """Shardings of a train state: params by the logical-axis rule; the optimizer state's
-    moments like the params they track (matched by path suffix); everything else replicated."""
-    param_sh = shd.tree_shardings(abstract_state.params, mesh, axes_of)
+def state_shardings(abstract_state: TrainState, mesh, axes_of, rules: shd.Rules | None = None) -> TrainState:
+    """Shardings of a train state: params by the logical-axis rules (default
+    :data:`~jaxlab.nn.partitioning.LOGICAL_RULES`); the optimizer state's moments like the
+    params they track (matched by path suffix); everything else replicated."""
+    param_sh = shd.tree_shardings(abstract_state.params, mesh, axes_of, rules or shd.LOGICAL_RULES)
     flat_params = {shd.path_str(p): s for p, s in jax.tree_util.tree_flatten_with_path(param_sh)[0]}
     replicated = shd.replicated(mesh)
 
@@ -119,9 +120,11 @@ def state_shardings(abstract_state: TrainState, mesh, axes_of) -> TrainState:
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
 
 
-def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, frozen_sh=None, **kwargs):
+def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, frozen_sh=None,
+                   rules: shd.Rules | None = None, **kwargs):
     """``train_step`` jit-compiled with explicit shardings, called under ``mesh`` as the context
-    mesh (:func:`jaxlab.train.sharding.on_mesh`); the state buffer is donated. With
+    mesh and ``rules`` as the activations' rules (:func:`jaxlab.train.sharding.on_mesh`); the
+    state buffer is donated. With
     ``with_frozen`` the step takes a third argument, sharded by ``frozen_sh`` (default: like
     the params)."""
     frozen_sh = state_sh.params if frozen_sh is None else frozen_sh
@@ -131,10 +134,10 @@ def jit_train_step(mesh, state_sh: TrainState, *, with_frozen: bool = False, fro
         in_shardings=in_sh,
         out_shardings=(state_sh, shd.replicated(mesh)),
         donate_argnums=(0,),
-    ), mesh)
+    ), mesh, rules)
 
 
-def jit_eval_sums(mesh, param_sh, *, loss_sums_fn: LossSumsFn):
+def jit_eval_sums(mesh, param_sh, *, loss_sums_fn: LossSumsFn, rules: shd.Rules | None = None):
     return shd.on_mesh(jax.jit(functools.partial(eval_sums, loss_sums_fn=loss_sums_fn),
                                in_shardings=(param_sh, shd.batch_sharding(mesh)),
-                               out_shardings=shd.replicated(mesh)), mesh)
+                               out_shardings=shd.replicated(mesh)), mesh, rules)
