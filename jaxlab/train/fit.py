@@ -43,6 +43,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxlab.train import budget
 from jaxlab.train import sharding as shd
 from jaxlab.train import state as state_lib
 from jaxlab.train.checkpoint import Checkpointer
@@ -100,7 +101,9 @@ class LoopConfig:
     steps: optimizer steps. grad_accum: micro-batches per step (the step's rows must divide by
     it). seed: the run's seed (init, data order, sampling). log_every / eval_every /
     checkpoint_every: intervals in steps (the last step always logs, evaluates and saves).
-    keep_checkpoints: how many of the newest checkpoints are kept."""
+    keep_checkpoints: how many of the newest checkpoints are kept. max_seconds: a wall-clock
+    budget for the loop (compiling included, the final evaluation not); ``steps`` is then a
+    cap and the learning-rate schedule is sized to the budget (:mod:`jaxlab.train.budget`)."""
     steps: int = 100
     grad_accum: int = 1
     seed: int = 0
@@ -108,6 +111,7 @@ class LoopConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    max_seconds: float | None = None
 
     def __post_init__(self):
         for name in ("steps", "grad_accum", "log_every", "eval_every", "checkpoint_every",
@@ -117,6 +121,8 @@ class LoopConfig:
                 raise ValueError(f"loop.{name} must be an int >= 1, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"loop.seed must be an int >= 0, got {self.seed!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"loop.max_seconds must be > 0 (or none), got {self.max_seconds!r}")
 
 
 @dataclasses.dataclass
@@ -180,7 +186,11 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         raise ValueError("fit: give init_params (params, or a function of a key)")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(optim, loop.steps)
+    budgeted = loop.max_seconds is not None
+    if budgeted and jax.process_count() > 1:
+        raise ValueError("loop.max_seconds: a time budget needs one process (the processes would "
+                         "decide to stop at different steps)")
+    optimizer = make_optimizer(optim, loop.steps, host_lr=budgeted)
     schedule = make_schedule(optim, loop.steps)
 
     given = None if callable(init_params) else init_params
@@ -238,12 +248,24 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
     window = {"t": time.perf_counter(), "step": start, "tokens": 0.0}
     last_eval: dict = {}
     run_t0 = time.perf_counter()
+    # The time budget: seconds spent before this process (a resumed run), this process's start,
+    # and when the second step began (the first compiles; steps after it time the step).
+    clock = {"before": budget.spent_at(workdir, start) if budgeted and restored is not None else 0.0,
+             "t0": budget._now(), "second": None}
+
+    def spent():
+        return clock["before"] + budget._now() - clock["t0"]
+
+    def step_seconds(step):
+        if clock["second"] is None or step <= start + 2:
+            return None
+        return (budget._now() - clock["second"]) / (step - start - 2)
 
     def drain():
         nonlocal pending, last_good
         if pending is None:
             return
-        step, metrics, host_metrics = pending
+        step, metrics, host_metrics, last, lr = pending
         pending = None
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):
@@ -253,26 +275,41 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
                 "lower optim.lr or raise optim.warmup_steps and run again in a new workdir.")
         last_good = step
         window["tokens"] += tokens_per_step if tokens_per_step is not None else metrics.get("count", 0.0)
-        if step % loop.log_every == 0 or step == loop.steps:
+        if step % loop.log_every == 0 or last:
             now = time.perf_counter()
             tok_s = window["tokens"] / max(now - window["t"], 1e-9)
             window.update(t=now, step=step, tokens=0.0)
-            record = {**metrics, **host_metrics, "lr": float(schedule(step - 1)), "tokens_per_s": tok_s}
+            record = {**metrics, **host_metrics, "lr": lr, "tokens_per_s": tok_s}
             if "correct" in record:
                 record["accuracy"] = record.pop("correct")
             writer.write(step, record, prefix="train/")
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
 
-    def save(step):
+    def save(step, last=False):
         nonlocal last_saved
         if step != last_saved:
             ckpt.save(step, state, source.get_state(), meta=meta)
+            if budgeted and is_main:
+                budget.record_spent(workdir, step, spent(), finished=last)
             last_saved = step
 
     bar = tqdm(total=loop.steps, initial=start, desc=name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
+    end = loop.steps
+    if budgeted and restored is not None and budget.finished_at(workdir) == start:
+        end = start  # the budget ran out at the restored step: nothing is left to run
     try:
-        for step in range(start + 1, loop.steps + 1):
+        for step in range(start + 1, end + 1):
+            if budgeted:
+                if step == start + 2:
+                    clock["second"] = budget._now()
+                timing = dict(spent_s=spent(), step_s=step_seconds(step), max_seconds=loop.max_seconds,
+                              cap=loop.steps)
+                last = budget.is_last(step, **timing)
+                lr = budget.lr_at(optim, budget.horizon(step, **timing), step - 1)
+                state = state.replace(opt_state=budget.set_learning_rate(state.opt_state, lr))
+            else:
+                last, lr = step == loop.steps, float(schedule(step - 1))
             host_batch, host_metrics = source.next(
                 full_params(state) if source_reads_params else state.params, step)
             batch = shd.global_batch(host_batch, mesh)
@@ -281,17 +318,19 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
             else:
                 state, metrics = step_fn(state, batch, frozen)
             drain()
-            pending = (step, metrics, host_metrics)
+            pending = (step, metrics, host_metrics, last, lr)
             bar.update(1)
-            evaluating = evaluate is not None and (step % loop.eval_every == 0 or step == loop.steps)
-            saving = step % loop.checkpoint_every == 0 or step == loop.steps
+            evaluating = evaluate is not None and (step % loop.eval_every == 0 or last)
+            saving = step % loop.checkpoint_every == 0 or last
             if evaluating or saving:
                 drain()
             if evaluating:
                 last_eval = evaluate(full_params(state), step)
                 writer.write(step, last_eval, prefix="val/")
             if saving:
-                save(step)
+                save(step, last)
+            if last:
+                break
         drain()
     except KeyboardInterrupt:
         # Keep the work done: checkpoint the state if its loss is checked to be finite.
@@ -307,9 +346,9 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         bar.close()
         writer.close()
         ckpt.close()
-    train_wall = time.perf_counter() - run_t0 if start < loop.steps else None
+    train_wall = time.perf_counter() - run_t0 if start < end else None
     if not last_eval and evaluate is not None:
-        last_eval = evaluate(full_params(state), loop.steps)
+        last_eval = evaluate(full_params(state), int(state.step))
     return FitResult(state=state, records=read_jsonl(workdir / "metrics.jsonl"), last_eval=last_eval,
                      train_wall_s=train_wall, resumed_from=start if restored is not None else None,
                      adapter=adapter)

@@ -195,10 +195,10 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     sample = sample_text(params, cfg, cfg.prompt, tcfg.loop.seed, mesh, tokenizer)
     results = {
         "name": cfg.name,
-        "steps": tcfg.loop.steps,
+        "steps": int(fitted.state.step),  # fewer than train.loop.steps when a time budget ended the run
         "params": models.count_params(params),
         "trainable_params": count_trainable(fitted.state.params),
-        "tokens_seen": tcfg.loop.steps * tokens_per_step,
+        "tokens_seen": int(fitted.state.step) * tokens_per_step,
         "train_loss": fitted.last("train/loss"),
         "val_loss": last_eval["loss"],
         "val_bpb": last_eval.get("bpb"),

@@ -62,10 +62,19 @@ def weight_decay_mask(params, *, decay_embeddings: bool = True):
     return jax.tree_util.tree_map_with_path(decide, params)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    schedule = make_schedule(cfg, total_steps)
-    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                        mask=lambda p: weight_decay_mask(p, decay_embeddings=cfg.decay_embeddings))
+def make_optimizer(cfg: OptimConfig, total_steps: int, *, host_lr: bool = False) -> optax.GradientTransformation:
+    """AdamW on :func:`make_schedule`, after clipping. With ``host_lr`` the learning rate is
+    a value in the optimizer state that the loop sets before each step
+    (:func:`jaxlab.train.budget.set_learning_rate`; a run with a time budget) instead of a
+    function of the step count."""
+    def adamw_of(learning_rate):
+        return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                           mask=lambda p: weight_decay_mask(p, decay_embeddings=cfg.decay_embeddings))
+
+    if host_lr:
+        adamw = optax.inject_hyperparams(adamw_of)(learning_rate=float(make_schedule(cfg, total_steps)(0)))
+    else:
+        adamw = adamw_of(make_schedule(cfg, total_steps))
     if cfg.clip_norm is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
