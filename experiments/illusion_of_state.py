@@ -55,8 +55,8 @@ group's product table: mean accuracy at position 2 (one product) >= 0.9 for ever
 group, so a failure at L is about length, not about training. The verdict shows part 2's effect
 and interval; its reason states part 1's.
 
-    jaxlab run experiments/illusion_of_state.py --preset smoke --seeds 2               # minutes
-    jaxlab run experiments/illusion_of_state.py --preset paper --seeds 2 --publish     # ~30 min on 2 loaded cores
+    jaxlab run experiments/illusion_of_state.py --preset smoke --seeds 2               # 5 min on 2 loaded cores
+    jaxlab run experiments/illusion_of_state.py --preset paper --seeds 3 --publish     # 31 min on 2 loaded cores
 """
 
 from __future__ import annotations

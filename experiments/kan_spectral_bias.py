@@ -31,8 +31,8 @@ networks fit the lowest frequency (r(min(freqs)) < ``FIT_THRESHOLD`` = 0.1 at th
 every seed), so neither is simply failing to train. Reported beside it, not part of the verdict:
 the first logged step at which each frequency's residual falls below 0.1 (null if it never does).
 
-    jaxlab run experiments/kan_spectral_bias.py --preset smoke --seeds 2             # seconds
-    jaxlab run experiments/kan_spectral_bias.py --preset paper --seeds 8 --publish   # minutes on 2 cores
+    jaxlab run experiments/kan_spectral_bias.py --preset smoke --seeds 2             # 25 s
+    jaxlab run experiments/kan_spectral_bias.py --preset paper --seeds 8 --publish   # 8.5 min on 2 loaded cores
 """
 
 from __future__ import annotations
