@@ -1,8 +1,10 @@
 """Samplers: logits processors and a jit-compiled KV-cache generation loop.
 
 ``generate(params, model_cfg, tokens_BT, mask_BT, key, sample_cfg) -> SampleOutput`` samples
-after left-padded prompts (``pad_prompts``); ``process_logits`` gives the log-probs of the
-processed (temperature, top-k, top-p, min-p) distribution it draws from.
+after left-padded prompts (``pad_prompts``), optionally several samples per prompt from one
+prefill (``samples_per_prompt``) and the top-k log-probs of each step
+(``SampleConfig.top_logprobs``); ``process_logits`` gives the log-probs of the processed
+(temperature, top-k, top-p, min-p) distribution it draws from.
 """
 
 from jaxlab.samplers.generate import (
