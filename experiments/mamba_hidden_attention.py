@@ -26,7 +26,7 @@ Mamba's best channel, chosen the same way, scores below 5 (the score does not fl
 untrained model). The transformer's best head is reported and plotted beside it.
 
     jaxlab run experiments/mamba_hidden_attention.py --preset smoke --seeds 2
-    jaxlab run experiments/mamba_hidden_attention.py --preset paper --seeds 2 --publish   # ~30 min, 2 loaded cores
+    jaxlab run experiments/mamba_hidden_attention.py --preset paper --seeds 2 --publish   # ~20 min, 2 loaded cores
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ undertrained models. Seeds change the initialisation, the training batches and t
 seed k of both variants shares the test set (paired).
 
     jaxlab run experiments/mamba_selectivity.py --preset smoke --seeds 2      # tests, seconds
-    jaxlab run experiments/mamba_selectivity.py --preset paper --seeds 3 --publish   # ~30 min, 2 loaded cores
+    jaxlab run experiments/mamba_selectivity.py --preset paper --seeds 3 --publish   # 26 min, 2 loaded cores
 
 The paper preset is the paper's task shrunk to this CPU (context 32 with 4 data tokens of 8
 symbols, 2 layers of d_model 32, 1000 steps of 32 sequences) instead of context 4096 with 16
