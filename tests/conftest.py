@@ -1,5 +1,14 @@
-"""Test set-up: 8 fake CPU devices (for sharding tests), deterministic hypothesis runs, and the
-shared SmolLM2-135M-Instruct fixtures (skipped, saying `make model` fetches it, when absent)."""
+"""Test set-up: 8 fake CPU devices (for sharding tests), XLA's quick compilation mode,
+deterministic hypothesis runs, and the shared SmolLM2-135M-Instruct fixtures (skipped, saying
+`make model` fetches it, when absent).
+
+Quick compilation (``JAX_DISABLE_MOST_OPTIMIZATIONS=1``: LLVM at -O0, no expensive passes):
+compiling, not running, is most of the suite's time, since its models are tiny and each test
+compiles its own programs; this mode takes about a quarter off it. The HLO passes (SPMD
+partitioning, fusion) still run, so sharding and HLO assertions see the same programs, and
+comparisons are between programs compiled the same way. The processes that the CLI tests start
+inherit it. ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` runs the suite fully optimised.
+"""
 
 import os
 
@@ -7,6 +16,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -97,8 +97,8 @@ def _comparable(workdir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sigkill_and_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, corpus):
-    settings = [*corpus, "train.loop.steps=240", "train.loop.checkpoint_every=40", "train.loop.eval_every=80",
-                "train.loop.log_every=20"]
+    settings = [*corpus, "train.loop.steps=120", "train.loop.checkpoint_every=20", "train.loop.eval_every=40",
+                "train.loop.log_every=10"]
     reference = _cli_process(tmp_path / "reference", settings)
     out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, out.decode()
@@ -106,21 +106,21 @@ def test_sigkill_and_restart_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path
     workdir = tmp_path / "killed"
     proc = _cli_process(workdir, settings)
     deadline = time.time() + 300
-    while not (workdir / "checkpoints" / "80" / "jaxlab_manifest.json").exists():
+    while not (workdir / "checkpoints" / "40" / "jaxlab_manifest.json").exists():
         assert proc.poll() is None and time.time() < deadline, "run ended before its checkpoint"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (workdir / "results.json").exists(), "the kill came after the run finished"
     killed_at = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert killed_at < 240
+    assert killed_at < 120
 
     restarted = _cli_process(workdir, settings)
     out, _ = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, out.decode()
     ref = json.loads((tmp_path / "reference" / "results.json").read_text())
     res = json.loads((workdir / "results.json").read_text())
-    assert res["resumed_from"] is not None and res["resumed_from"] >= 80
+    assert res["resumed_from"] is not None and res["resumed_from"] >= 40
     assert res["train_loss"] == ref["train_loss"] and res["val_loss"] == ref["val_loss"]
     assert _comparable(workdir) == _comparable(tmp_path / "reference")
 

@@ -129,6 +129,11 @@ def process_logits(logits_BV: jax.Array, cfg: SampleConfig) -> jax.Array:
     logits_BV = logits_BV.astype(jnp.float32)
     if cfg.temperature == 0:
         return greedy_logprobs(logits_BV)
+    # Shifted by the row's maximum before dividing (every step below is shift-invariant): the
+    # most likely token is then exactly 0 however XLA rounds or recomputes the division, so a
+    # tiny temperature gives a point mass with log-probability 0. Dividing first, values of
+    # ~1e6 rounded differently in two fusions would put errors of ~0.1 into the log-probs.
+    logits_BV = logits_BV - jnp.max(logits_BV, axis=-1, keepdims=True)
     logits_BV = apply_temperature(logits_BV, cfg.temperature)
     logits_BV = top_k_filter(logits_BV, cfg.top_k)
     logits_BV = top_p_filter(logits_BV, cfg.top_p)
