@@ -48,7 +48,7 @@ from jaxlab.train import sharding as shd
 from jaxlab.train import state as state_lib
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.metrics import MetricWriter, read_jsonl
-from jaxlab.train.optim import OptimConfig, make_optimizer, make_schedule
+from jaxlab.train.optim import OptimConfig, make_optimizer
 from jaxlab.train.state import TrainState
 from jaxlab.train.step import jit_train_step, state_shardings
 
@@ -191,7 +191,6 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         raise ValueError("loop.max_seconds: a time budget needs one process (the processes would "
                          "decide to stop at different steps)")
     optimizer = make_optimizer(optim, loop.steps, host_lr=budgeted)
-    schedule = make_schedule(optim, loop.steps)
 
     given = None if callable(init_params) else init_params
 
@@ -309,7 +308,7 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
                 lr = budget.lr_at(optim, budget.horizon(step, **timing), step - 1)
                 state = state.replace(opt_state=budget.set_learning_rate(state.opt_state, lr))
             else:
-                last, lr = step == loop.steps, float(schedule(step - 1))
+                last, lr = step == loop.steps, budget.lr_at(optim, loop.steps, step - 1)
             host_batch, host_metrics = source.next(
                 full_params(state) if source_reads_params else state.params, step)
             batch = shd.global_batch(host_batch, mesh)
