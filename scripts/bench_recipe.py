@@ -201,14 +201,9 @@ def run_torch(recipe: Recipe, train: np.ndarray, windows: np.ndarray, deadline: 
     max_seconds = seconds_left(deadline)
     if max_seconds <= 0:
         return {"error": f"set-up used the whole budget ({-max_seconds:.1f} s over)"}
-    t0, second, loss = budget._now(), None, float("nan")
-    step = 0
+    clock, loss, step = budget.Clock(), float("nan"), 0
     for step in range(1, recipe.max_steps + 1):
-        if step == 2:
-            second = budget._now()
-        spent = budget._now() - t0
-        step_s = None if second is None or step <= 2 else (budget._now() - second) / (step - 2)
-        timing = dict(spent_s=spent, step_s=step_s, max_seconds=max_seconds, cap=recipe.max_steps)
+        timing = clock.timing(step, max_seconds=max_seconds, cap=recipe.max_steps)
         lr = budget.lr_at(recipe, budget.horizon(step, **timing), step - 1)
         for group in optimizer.param_groups:
             group["lr"] = lr

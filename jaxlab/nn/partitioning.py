@@ -119,10 +119,6 @@ def use_rules(rules: Rules | None) -> Iterator[None]:
         _RULES.reset(token)
 
 
-def current_rules() -> Rules:
-    return _RULES.get()
-
-
 def constrain(x: jax.Array, name: str) -> jax.Array:
     """``x`` constrained to the sharding of activation ``name`` (:data:`ACTIVATION_AXES`) under
     the context mesh and the rules in force; ``x`` itself when there is no context mesh."""

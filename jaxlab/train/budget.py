@@ -34,6 +34,28 @@ BUDGET_FILE = "budget.json"
 _now = time.perf_counter  # the clock (tests replace it)
 
 
+class Clock:
+    """The budget's clock for a loop whose first step is ``start + 1`` (``start``: 0, or the
+    restored step) with ``spent_before`` seconds already spent: the seconds spent, and the mean
+    step time from the second step on (the first compiles). Call :meth:`timing` once before
+    each step."""
+
+    def __init__(self, spent_before: float = 0.0, start: int = 0):
+        self.before, self.start, self.t0, self.second = spent_before, start, _now(), None
+
+    def spent(self) -> float:
+        return self.before + _now() - self.t0
+
+    def timing(self, step: int, *, max_seconds: float, cap: int) -> dict:
+        """Before step ``step``: the keyword arguments of :func:`horizon` and :func:`is_last`."""
+        if step == self.start + 2:
+            self.second = _now()
+        step_s = None
+        if self.second is not None and step > self.start + 2:
+            step_s = (_now() - self.second) / (step - self.start - 2)
+        return dict(spent_s=self.spent(), step_s=step_s, max_seconds=max_seconds, cap=cap)
+
+
 def horizon(step: int, *, spent_s: float, step_s: float | None, max_seconds: float, cap: int) -> int:
     """H_s of the module docstring: the schedule's length seen from step ``step`` (1-based),
     never below ``step`` nor above ``cap``; ``cap`` until a step time has been measured."""

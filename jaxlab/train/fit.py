@@ -247,18 +247,7 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
     window = {"t": time.perf_counter(), "step": start, "tokens": 0.0}
     last_eval: dict = {}
     run_t0 = time.perf_counter()
-    # The time budget: seconds spent before this process (a resumed run), this process's start,
-    # and when the second step began (the first compiles; steps after it time the step).
-    clock = {"before": budget.spent_at(workdir, start) if budgeted and restored is not None else 0.0,
-             "t0": budget._now(), "second": None}
-
-    def spent():
-        return clock["before"] + budget._now() - clock["t0"]
-
-    def step_seconds(step):
-        if clock["second"] is None or step <= start + 2:
-            return None
-        return (budget._now() - clock["second"]) / (step - start - 2)
+    clock = budget.Clock(budget.spent_at(workdir, start) if budgeted and restored is not None else 0.0, start)
 
     def drain():
         nonlocal pending, last_good
@@ -289,7 +278,7 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
         if step != last_saved:
             ckpt.save(step, state, source.get_state(), meta=meta)
             if budgeted and is_main:
-                budget.record_spent(workdir, step, spent(), finished=last)
+                budget.record_spent(workdir, step, clock.spent(), finished=last)
             last_saved = step
 
     bar = tqdm(total=loop.steps, initial=start, desc=name, unit="step", disable=not progress,
@@ -300,10 +289,7 @@ def fit(workdir: str | Path, *, name: str, loop: LoopConfig, optim: OptimConfig,
     try:
         for step in range(start + 1, end + 1):
             if budgeted:
-                if step == start + 2:
-                    clock["second"] = budget._now()
-                timing = dict(spent_s=spent(), step_s=step_seconds(step), max_seconds=loop.max_seconds,
-                              cap=loop.steps)
+                timing = clock.timing(step, max_seconds=loop.max_seconds, cap=loop.steps)
                 last = budget.is_last(step, **timing)
                 lr = budget.lr_at(optim, budget.horizon(step, **timing), step - 1)
                 state = state.replace(opt_state=budget.set_learning_rate(state.opt_state, lr))
