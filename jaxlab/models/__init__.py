@@ -8,7 +8,8 @@ picks its module, and every family module has the same functions:
     count_params(params) -> int         init_cache(cfg, B, max_len), CACHE_ROW_AXIS, prefill(params, tokens_BT,
                                               cfg, cache, *, mask_BT, last_only), decode_step
 
-Families: "transformer" (:mod:`jaxlab.models.transformer`), "mamba" (:mod:`jaxlab.models.mamba`).
+Families: "transformer" (:mod:`jaxlab.models.transformer`), "mamba" (:mod:`jaxlab.models.mamba`),
+"blt" (the Byte Latent Transformer, :mod:`jaxlab.models.blt`).
 An experiment switches with ``--set model.family=mamba`` (:func:`jaxlab.config.apply_overrides`).
 """
 
@@ -19,10 +20,10 @@ from types import ModuleType
 
 import jax
 
-from jaxlab.models import mamba, transformer
+from jaxlab.models import blt, mamba, transformer
 
-FAMILIES: dict[str, ModuleType] = {"transformer": transformer, "mamba": mamba}
-ModelConfig = transformer.Config | mamba.Config
+FAMILIES: dict[str, ModuleType] = {"transformer": transformer, "mamba": mamba, "blt": blt}
+ModelConfig = transformer.Config | mamba.Config | blt.Config
 
 
 def module(cfg) -> ModuleType:
@@ -61,9 +62,13 @@ def describe(cfg) -> str:
         kind = "selective" if cfg.selective else "time-invariant"
         return (f"Mamba ({kind} SSM), {cfg.n_layers} layers, d_model {cfg.d_model}, "
                 f"d_inner {cfg.d_inner}, d_state {cfg.d_state}, conv {cfg.d_conv}")
+    if cfg.family == "blt":
+        return (f"Byte Latent Transformer ({cfg.patching} patching), latent {cfg.n_layers} layers d_model "
+                f"{cfg.d_model}, local {cfg.encoder_layers}+{cfg.decoder_layers} layers d_local {cfg.d_local}, "
+                f"n-grams {','.join(map(str, cfg.ngram_sizes))}")
     return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads ({cfg.n_kv_heads} kv), "
             f"mlp {cfg.mlp_dim}")
 
 
-__all__ = ["transformer", "mamba", "FAMILIES", "ModelConfig", "module", "init", "init_fn", "param_axes",
+__all__ = ["transformer", "mamba", "blt", "FAMILIES", "ModelConfig", "module", "init", "init_fn", "param_axes",
            "apply", "count_params", "describe"]

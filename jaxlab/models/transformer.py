@@ -142,6 +142,11 @@ def _init_layer(key: jax.Array, cfg: Config) -> dict:
     }
 
 
+def init_layers(cfg: Config, key: jax.Array) -> dict:
+    """``cfg.n_layers`` blocks' params stacked on a leading [L] axis (``init(...)["layers"]``)."""
+    return jax.vmap(lambda k: _init_layer(k, cfg))(jax.random.split(key, cfg.n_layers))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def init(cfg: Config, key: jax.Array) -> dict:
     """Params pytree; per-layer params are stacked on a leading [L] axis under ``layers``.
@@ -151,7 +156,7 @@ def init(cfg: Config, key: jax.Array) -> dict:
     dtype = jnp.dtype(cfg.param_dtype)
     params = {
         "embed": init_embedding(k_embed, cfg.vocab_size, cfg.d_model, dtype),
-        "layers": jax.vmap(lambda k: _init_layer(k, cfg))(jax.random.split(k_layers, cfg.n_layers)),
+        "layers": init_layers(cfg, k_layers),
         "final_norm": init_norm(cfg.d_model, cfg.norm_type, dtype),
     }
     if not cfg.tie_embeddings:
@@ -307,6 +312,24 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
     if return_hidden:
         hidden_LBTD = jnp.concatenate([x0_BTD[None], hidden_LBTD], axis=0)
     return logits_BTV, new_cache, hidden_LBTD, captured
+
+
+def run_layers(layers: dict, x_BTD: jax.Array, cfg: Config, *, positions_BT: jax.Array,
+               segment_ids_BT: jax.Array | None = None) -> jax.Array:
+    """The residual stream after the stacked blocks ``layers`` (:func:`init_layers`) from the
+    embeddings x [B, T, D] (no embedding, no final norm): the block stack of other models
+    (:mod:`jaxlab.models.blt` runs its local and latent transformers with it)."""
+    rope = rope_for(cfg.attention, positions_BT)
+
+    def body(x_BTD, layer_params):
+        x_BTD, _, _ = _layer(cfg, x_BTD, layer_params, None, rope=rope, segment_ids_BT=segment_ids_BT,
+                             cache_index=0, kv_segment_ids_BS=None)
+        return constrain(x_BTD, "residual"), None
+
+    if cfg.remat != "none":
+        body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
+    x_BTD, _ = jax.lax.scan(body, x_BTD, layers, unroll=min(cfg.scan_unroll, cfg.n_layers))
+    return x_BTD
 
 
 def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.Array | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxlab.data.pipeline import DataConfig
-from jaxlab.models import mamba, transformer
+from jaxlab.models import blt, mamba, transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.samplers import SampleConfig
 from jaxlab.train.fit import LoopConfig
@@ -40,8 +40,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
-    # the model family: ``--set model.family=mamba`` (jaxlab.models.module)
-    model: transformer.Config | mamba.Config = transformer.Config()
+    # the model family: ``--set model.family=mamba`` / ``blt`` (jaxlab.models.module)
+    model: transformer.Config | mamba.Config | blt.Config = transformer.Config()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
