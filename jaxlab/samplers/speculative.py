@@ -19,10 +19,12 @@ the output is exactly the target's greedy output.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def accept_draft(p_BGV: jax.Array, q_BGV: jax.Array, draft_BG: jax.Array, key: jax.Array, *,
@@ -65,94 +67,289 @@ def accept_draft(p_BGV: jax.Array, q_BGV: jax.Array, draft_BG: jax.Array, key: j
     return n_B.astype(jnp.int32), next_B.astype(jnp.int32)
 
 
+def accept_bild(p_BGV: jax.Array, draft_BG: jax.Array, rollback: float) -> tuple[jax.Array, jax.Array]:
+    """BiLD's rollback policy (Kim et al. 2023, "Speculative Decoding with Big Little Decoder"):
+    draft token i is kept while the large model's cross-entropy of it stays small,
+
+        keep_i = -log p_i(d_i) <= rollback        (p_i at temperature 1)
+
+    and the round ends at the first token that fails it with the large model's own argmax:
+    next = argmax p_{n+1}. Unlike :func:`accept_draft` this is approximate: a kept draft token
+    need not be the large model's argmax, so the output can differ from its greedy output (the
+    tolerance trades agreement for speed). Returns (n_accepted_B, next_token_B)."""
+    B, G = draft_BG.shape
+    if p_BGV.shape[:2] != (B, G + 1):
+        raise ValueError(f"need p [B, gamma + 1, V] for draft [B, gamma] = {draft_BG.shape}, got {p_BGV.shape}")
+    logp_BGV = jnp.log(jnp.maximum(p_BGV.astype(jnp.float32), 1e-38))
+    nll_BG = -jnp.take_along_axis(logp_BGV[:, :G], draft_BG[..., None], axis=-1)[..., 0]
+    n_B = jnp.sum(jnp.cumprod((nll_BG <= rollback).astype(jnp.int32), axis=1), axis=1)
+    p_next_BV = jnp.take_along_axis(p_BGV, n_B[:, None, None], axis=1)[:, 0]
+    return n_B.astype(jnp.int32), jnp.argmax(p_next_BV, axis=-1).astype(jnp.int32)
+
+
 # ---------------------------------------------------------------- the decoding loop
 
-def rollback(cache: dict, length: int) -> dict:
-    """A transformer KV cache cut back to its first ``length`` slots (every row holds the same
-    number of real tokens): later slots are forgotten (segment id 0) and overwritten next."""
-    keep_S = jnp.arange(cache["segment_ids"].shape[1]) < length
-    return {**cache, "index": jnp.asarray(length, jnp.int32),
-            "positions": jnp.full_like(cache["positions"], length),
+DRAFT_LENGTHS = ("fixed", "svip", "bild")
+ACCEPT_RULES = ("exact", "bild")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeculativeConfig:
+    """How a round drafts and verifies (frozen, hashable).
+
+    gamma: the most draft tokens per round (exactly gamma with ``length="fixed"``).
+    length: when the draft stops drafting, looking at its distribution q_t for the next token:
+      "fixed" never (gamma tokens);
+      "svip" when SVIP's estimate of the acceptance rate falls below ``svip_min_accept``
+        (Zhang et al. 2024, "Draft Model Knows When to Stop"): the acceptance rate is 1 - TVD(p, q),
+        and SVIP bounds the TVD by an entropy term whose unknown cross-entropy it approximates by
+        a constant times the draft's entropy, giving  est_t = 1 - sqrt(svip_c * H(q_t))
+        (H in nats; the rule is an entropy threshold H(q_t) > (1 - svip_min_accept)^2 / svip_c);
+      "bild" BiLD's fallback policy: stop when the draft's confidence max_v q_t(v) < ``fallback``.
+      The token whose q_t stops the draft is not drafted (the target emits it), so a round can
+      hold 0 draft tokens: one target step, as in plain decoding.
+    accept: "exact" (:func:`accept_draft`: the output follows the target's distribution; at
+      temperature 0 it is the target's greedy output) or "bild" (:func:`accept_bild` with
+      ``rollback`` nats; temperature 0 only; approximate).
+    temperature: 0 = greedy; otherwise both models sample from softmax(logits / temperature).
+    max_new_tokens: tokens per row (the last round's extra tokens are cut).
+    """
+    gamma: int = 4
+    length: str = "fixed"
+    svip_c: float = 0.4
+    svip_min_accept: float = 0.4
+    fallback: float = 0.5
+    accept: str = "exact"
+    rollback: float = 2.0
+    temperature: float = 0.0
+    max_new_tokens: int = 64
+
+    def __post_init__(self):
+        if self.gamma < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"gamma and max_new_tokens must be >= 1, got {self.gamma}, {self.max_new_tokens}")
+        if self.length not in DRAFT_LENGTHS:
+            raise ValueError(f"speculative length {self.length!r} is not one of {DRAFT_LENGTHS}")
+        if self.accept not in ACCEPT_RULES:
+            raise ValueError(f"speculative accept {self.accept!r} is not one of {ACCEPT_RULES}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.accept == "bild" and self.temperature != 0:
+            raise ValueError("accept='bild' is a greedy policy: set temperature=0")
+        if self.svip_c <= 0 or not 0 <= self.svip_min_accept < 1 or not 0 <= self.fallback <= 1 \
+                or self.rollback < 0:
+            raise ValueError(f"need svip_c > 0, 0 <= svip_min_accept < 1, 0 <= fallback <= 1, rollback >= 0; "
+                             f"got {self.svip_c}, {self.svip_min_accept}, {self.fallback}, {self.rollback}")
+
+    def _only(self, *names: str) -> "SpeculativeConfig":
+        """This config with every field but ``names`` at its default: the static argument of a
+        compiled step that reads only those, so configs that differ elsewhere share it."""
+        return SpeculativeConfig(**{n: getattr(self, n) for n in names})
+
+
+def entropy(q_BV: jax.Array) -> jax.Array:
+    """H(q) = -sum_v q(v) log q(v) in nats, per row [B]."""
+    q_BV = q_BV.astype(jnp.float32)
+    return -jnp.sum(jnp.where(q_BV > 0, q_BV * jnp.log(jnp.where(q_BV > 0, q_BV, 1.0)), 0.0), axis=-1)
+
+
+def svip_estimate(q_BV: jax.Array, c: float) -> jax.Array:
+    """SVIP's acceptance estimate before verification: 1 - sqrt(c * H(q)) per row [B]."""
+    return 1.0 - jnp.sqrt(c * entropy(q_BV))
+
+
+def draft_stops(q_BV: jax.Array, spec: SpeculativeConfig) -> jax.Array:
+    """[B] bool: the draft stops before drafting from q (:class:`SpeculativeConfig` ``length``).
+    SVIP and BiLD's fallback read the draft's own, untempered distribution q."""
+    if spec.length == "svip":
+        return svip_estimate(q_BV, spec.svip_c) < spec.svip_min_accept
+    if spec.length == "bild":
+        return jnp.max(q_BV, axis=-1) < spec.fallback
+    return jnp.zeros(q_BV.shape[:1], bool)
+
+
+def _distribution(logits_BV: jax.Array, temperature: float) -> jax.Array:
+    """The distribution a model samples from: one-hot argmax (greedy) or softmax(logits / T)."""
+    logits_BV = logits_BV.astype(jnp.float32)
+    if temperature == 0.0:
+        return jax.nn.one_hot(jnp.argmax(logits_BV, -1), logits_BV.shape[-1], dtype=jnp.float32)
+    return jax.nn.softmax(logits_BV / temperature, axis=-1)
+
+
+def _full_vocab(logits_BV: jax.Array, vocab_ids: jax.Array | None, vocab_size: int) -> jax.Array:
+    """Draft logits over its head's token ids placed in the full vocabulary (-inf elsewhere)."""
+    if vocab_ids is None:
+        return logits_BV
+    full = jnp.full((logits_BV.shape[0], vocab_size), -jnp.inf, jnp.float32)
+    return full.at[:, vocab_ids].set(logits_BV.astype(jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "spec", "vocab_size"))
+def _draft_step(params, tokens_BT, cache, key, vocab_ids, *, cfg, spec, vocab_size):
+    """The draft reads tokens_BT (its last token is the one to continue) and proposes one token:
+    (q_BV it was drawn from, token_B, stop_B, cache)."""
+    from jaxlab.models import transformer
+
+    logits_BTV, cache = transformer.prefill(params, tokens_BT, cfg, cache, last_only=True)
+    logits_BV = _full_vocab(logits_BTV[:, -1], vocab_ids, vocab_size)
+    q_BV = _distribution(logits_BV, spec.temperature)
+    stop_B = draft_stops(jax.nn.softmax(logits_BV.astype(jnp.float32), -1), spec)
+    if spec.temperature == 0.0:
+        token_B = jnp.argmax(q_BV, -1)
+    else:
+        token_B = jax.random.categorical(key, jnp.log(jnp.maximum(q_BV, 1e-38)), axis=-1)
+    return q_BV, token_B.astype(jnp.int32), stop_B, cache
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "spec"))
+def _verify(params, tokens_BK, q_BGV, cache, key, *, cfg, spec):
+    """The target scores [pending, d_1..d_k] in one cached pass and decides: (n_B, next_B,
+    cache). With k = 0 this is one plain decoding step."""
+    from jaxlab.models import transformer
+
+    logits_BKV, cache = transformer.prefill(params, tokens_BK, cfg, cache)
+    drafts_BG = tokens_BK[:, 1:]
+    if spec.accept == "bild":
+        n_B, next_B = accept_bild(jax.nn.softmax(logits_BKV.astype(jnp.float32), -1), drafts_BG, spec.rollback)
+    else:
+        p_BKV = jax.vmap(functools.partial(_distribution, temperature=spec.temperature), 1, 1)(logits_BKV)
+        n_B, next_B = accept_draft(p_BKV, q_BGV, drafts_BG, key, greedy=spec.temperature == 0.0)
+    return n_B, next_B, cache
+
+
+@jax.jit
+def rollback(cache: dict, index: jax.Array, positions_B: jax.Array) -> dict:
+    """A transformer KV cache cut back to its first ``index`` slots, each row's position count
+    set to ``positions_B``: later slots are forgotten (segment id 0) and overwritten next."""
+    keep_S = jnp.arange(cache["segment_ids"].shape[1]) < index
+    return {**cache, "index": jnp.asarray(index, jnp.int32), "positions": positions_B.astype(jnp.int32),
             "segment_ids": cache["segment_ids"] * keep_S[None].astype(cache["segment_ids"].dtype)}
 
 
-@functools.cache
-def _jitted(fn):
-    """``fn`` jitted with its config (third argument) static, compiled once per shape."""
-    return jax.jit(fn, static_argnums=2)
+def speculative_generate(target_params: dict, target_cfg, draft_params: dict, draft_cfg, prompts, *,
+                         spec: SpeculativeConfig = SpeculativeConfig(), stop_tokens=(),
+                         key: jax.Array | None = None, draft_vocab=None) -> dict:
+    """Speculative decoding of a batch of prompts (module docstring, :class:`SpeculativeConfig`).
 
+    Each round the draft proposes up to ``spec.gamma`` tokens one at a time and the target
+    scores the pending token and all of them in one pass over its KV cache. Rows are decided
+    independently, and the batch advances by m + 1 tokens, m the fewest drafts any unfinished
+    row accepted: a row that accepted more emits its (accepted) draft token at m + 1, one that
+    accepted exactly m emits its corrected token. Each row's emitted tokens are then the first
+    m + 1 of what it would emit alone, and m is a stopping time of that stream, so with
+    ``accept="exact"`` every row still follows the target's distribution (and at temperature 0
+    is the target's greedy output). Both caches roll back past the unused tokens; the draft
+    reads a token it has not seen at the start of the next round.
 
-def speculative_generate(target_params: dict, target_cfg, draft_params: dict, draft_cfg, prompt, *,
-                         gamma: int = 4, max_new_tokens: int = 64, temperature: float = 0.0,
-                         stop_tokens=(), key: jax.Array | None = None) -> dict:
-    """Speculative decoding of one prompt (module docstring): each round the draft proposes
-    ``gamma`` tokens one at a time and the target scores the pending token and all of them in
-    one pass over its KV cache; both caches are rolled back past the rejected tokens.
-    ``temperature=0`` is greedy (exactly the target's greedy output); otherwise both models
-    sample from softmax(logits / temperature) and the output follows the target's
-    distribution. The draft is any model with the target's vocabulary (e.g.
-    :func:`jaxlab.analysis.layers.drop_layers` of the target).
+    prompts: a list of token-id lists (any lengths; left-padded here). The draft is any
+    transformer with the target's vocabulary, e.g. :func:`jaxlab.analysis.layers.drop_layers`
+    of the target or a distilled small model; ``draft_vocab`` (token ids [V']) says its head
+    covers only those tokens (logits [.., V'], see :func:`restrict_head`): q is 0 elsewhere.
+    Rows stop at a stop token (included) or after ``spec.max_new_tokens``.
 
-    Returns ``{"tokens": list[int], "target_calls", "draft_calls", "accepted": [n per round]}``."""
+    Returns ``{"tokens": [list[int] per row], "target_calls", "draft_calls", "drafted": [k per
+    round], "accepted": [[n per row] per round], "emitted": [m + 1 per round]}``.
+    """
     from jaxlab.models import transformer
 
-    if gamma < 1 or max_new_tokens < 1:
-        raise ValueError(f"gamma and max_new_tokens must be >= 1, got {gamma}, {max_new_tokens}")
+    for name, cfg in (("target", target_cfg), ("draft", draft_cfg)):
+        if getattr(cfg, "family", "transformer") != "transformer":
+            raise ValueError(f"speculative decoding needs a transformer {name} (KV-cache rollback), "
+                             f"got family {cfg.family!r}")
+    vocab_ids = None
+    if draft_vocab is not None:
+        vocab_ids = jnp.asarray(draft_vocab, jnp.int32)
+        if vocab_ids.ndim != 1 or not len(vocab_ids) or int(vocab_ids.max()) >= target_cfg.vocab_size \
+                or int(vocab_ids.min()) < 0:
+            raise ValueError(f"draft_vocab must be a non-empty list of token ids below {target_cfg.vocab_size}")
     if target_cfg.vocab_size != draft_cfg.vocab_size:
         raise ValueError(f"the draft's vocabulary ({draft_cfg.vocab_size}) is not the target's "
                          f"({target_cfg.vocab_size})")
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise ValueError("speculative decoding needs a non-empty prompt")
-    greedy = temperature == 0.0
+    prompts = [[int(t) for t in p] for p in prompts]
+    if not prompts or min(len(p) for p in prompts) < 1:
+        raise ValueError("speculative decoding needs at least one prompt, each non-empty")
+    B, V, G = len(prompts), target_cfg.vocab_size, spec.gamma
     key = jax.random.key(0) if key is None else key
-    slots = len(prompt) + max_new_tokens + gamma + 2
-    t_cache = transformer.init_cache(target_cfg, 1, slots)
-    d_cache = transformer.init_cache(draft_cfg, 1, slots)
-
-    def probs(logits_V):
-        logits_V = logits_V.astype(jnp.float32)
-        if greedy:
-            return jax.nn.one_hot(jnp.argmax(logits_V, -1), logits_V.shape[-1])
-        return jax.nn.softmax(logits_V / temperature, axis=-1)
-
-    step_draft = _jitted(transformer.decode_step)
-    prefill = _jitted(transformer.prefill)
-    verify = lambda p, toks, c: prefill(p, toks, target_cfg, c)  # noqa: E731
-    fill_draft = lambda p, toks, c: prefill(p, toks, draft_cfg, c)  # noqa: E731
-    context = len(prompt) - 1  # tokens both caches hold; the last prompt token is pending
-    if context:
-        head = jnp.asarray([prompt[:-1]], jnp.int32)
-        _, t_cache = verify(target_params, head, t_cache)
-        _, d_cache = fill_draft(draft_params, head, d_cache)
-    pending, out, accepted = prompt[-1], [], []
-    target_calls, draft_calls = 0, 0
+    T = max(len(p) for p in prompts) - 1  # the cached head; each row's last prompt token is pending
+    slots = T + spec.max_new_tokens + G + 2
+    t_cache = transformer.init_cache(target_cfg, B, slots)
+    d_cache = transformer.init_cache(draft_cfg, B, slots)
+    if T:
+        head_BT = np.zeros((B, T), np.int32)
+        mask_BT = np.zeros((B, T), np.int32)
+        for b, p in enumerate(prompts):
+            head_BT[b, T - len(p) + 1:] = p[:-1]
+            mask_BT[b, T - len(p) + 1:] = 1
+        _, t_cache = jax.jit(transformer.prefill, static_argnums=2)(target_params, jnp.asarray(head_BT), target_cfg,
+                                                                     t_cache, mask_BT=jnp.asarray(mask_BT))
+        _, d_cache = jax.jit(transformer.prefill, static_argnums=2)(draft_params, jnp.asarray(head_BT), draft_cfg,
+                                                                     d_cache, mask_BT=jnp.asarray(mask_BT))
+    pending_B = np.asarray([p[-1] for p in prompts], np.int32)
+    unseen_B = None  # a token the draft has not read yet (its last accepted draft token)
+    out = [[] for _ in range(B)]
+    done = np.zeros(B, bool)
     stops = set(int(s) for s in stop_tokens)
-    while len(out) < max_new_tokens:
+    stats = {"target_calls": 0, "draft_calls": 0, "drafted": [], "accepted": [], "emitted": []}
+    no_q = jnp.zeros((B, 0, V), jnp.float32)
+    draft_spec = spec._only("length", "svip_c", "svip_min_accept", "fallback", "temperature")
+    verify_spec = spec._only("accept", "rollback", "temperature")
+    while not done.all():
         key, k_draft, k_accept = jax.random.split(key, 3)
-        q_rows, drafts, x = [], [], pending
-        for i in range(gamma):
-            logits, d_cache = step_draft(draft_params, jnp.asarray([x], jnp.int32), draft_cfg, d_cache)
-            draft_calls += 1
-            q = probs(logits[0])
-            x = int(jnp.argmax(q)) if greedy else int(jax.random.categorical(jax.random.fold_in(k_draft, i), jnp.log(q)))
-            q_rows.append(q)
-            drafts.append(x)
-        logits_T, t_cache = verify(target_params, jnp.asarray([[pending] + drafts], jnp.int32), t_cache)
-        target_calls += 1
-        p = jax.vmap(probs)(logits_T[0])[None]
-        n, nxt = accept_draft(p, jnp.stack(q_rows)[None], jnp.asarray([drafts], jnp.int32), k_accept, greedy=greedy)
-        n, nxt = int(n[0]), int(nxt[0])
-        accepted.append(n)
-        new = drafts[:n] + [nxt]
-        if n == gamma:  # the draft never saw its own last token
-            _, d_cache = step_draft(draft_params, jnp.asarray([drafts[-1]], jnp.int32), draft_cfg, d_cache)
-            draft_calls += 1
-        context += 1 + n
-        t_cache, d_cache = rollback(t_cache, context), rollback(d_cache, context)
-        for token in new:
-            out.append(token)
-            if token in stops or len(out) >= max_new_tokens:
-                return {"tokens": out, "target_calls": target_calls, "draft_calls": draft_calls, "accepted": accepted}
-        pending = nxt
-    return {"tokens": out, "target_calls": target_calls, "draft_calls": draft_calls, "accepted": accepted}
+        index0, positions0_B = t_cache["index"], t_cache["positions"]
+        x_BT = pending_B[:, None] if unseen_B is None else np.stack([unseen_B, pending_B], 1)
+        # the draft's slot and position count of the pending token, once it has read x_BT
+        d_index0 = d_cache["index"] + x_BT.shape[1] - 1
+        d_positions0_B = d_cache["positions"] + x_BT.shape[1] - 1
+        drafts, qs, fed = [], [], 0  # fed: tokens the draft read this round, pending included
+        while len(drafts) < G:
+            q_BV, token_B, stop_B, d_cache = _draft_step(
+                draft_params, jnp.asarray(x_BT, jnp.int32), d_cache, jax.random.fold_in(k_draft, fed),
+                vocab_ids, cfg=draft_cfg, spec=draft_spec, vocab_size=V)
+            fed += 1
+            if bool(np.asarray(stop_B)[~done].any()):
+                break
+            drafts.append(token_B)
+            qs.append(q_BV)
+            x_BT = np.asarray(token_B)[:, None]
+        stats["draft_calls"] += fed
+        k = len(drafts)
+        tokens_BK = jnp.concatenate([jnp.asarray(pending_B)[:, None]] + [d[:, None] for d in drafts], 1)
+        q_BGV = jnp.stack(qs, 1) if qs else no_q
+        n_B, next_B, t_cache = _verify(target_params, tokens_BK, q_BGV, t_cache, k_accept, cfg=target_cfg,
+                                       spec=verify_spec)
+        stats["target_calls"] += 1
+        n_B, next_B = np.asarray(n_B), np.asarray(next_B)
+        drafts_BK = np.asarray(tokens_BK)[:, 1:]
+        m = int(n_B[~done].min())
+        last_B = np.where(n_B > m, drafts_BK[:, m], next_B) if m < k else next_B
+        emitted_BM = np.concatenate([drafts_BK[:, :m], last_B[:, None]], 1)
+        stats["drafted"].append(k)
+        stats["accepted"].append(n_B.tolist())
+        stats["emitted"].append(m + 1)
+        # both caches keep pending, d_1 .. d_m; the draft read only fed of those m + 1 tokens
+        t_cache = rollback(t_cache, index0 + m + 1, positions0_B + m + 1)
+        keep = min(fed, m + 1)
+        d_cache = rollback(d_cache, d_index0 + keep, d_positions0_B + keep)
+        unseen_B = drafts_BK[:, m - 1] if keep < m + 1 else None
+        for b in range(B):
+            for token in emitted_BM[b]:
+                if done[b]:
+                    break
+                out[b].append(int(token))
+                done[b] = int(token) in stops or len(out[b]) >= spec.max_new_tokens
+        pending_B = last_B.astype(np.int32)
+    return {"tokens": out, **stats}
+
+
+def restrict_head(params: dict, cfg, token_ids) -> dict:
+    """A draft whose output head covers only ``token_ids`` [V'] (e.g. the target's most frequent
+    tokens): the unembedding's columns for those ids (the embedding when tied), so a draft step
+    costs D * V' multiply-adds at the head instead of D * V. Use with ``speculative_generate(...,
+    draft_vocab=token_ids)`` and ``dataclasses.replace(cfg, tie_embeddings=False)``."""
+    ids = np.asarray(token_ids, np.int64)
+    if ids.ndim != 1 or not len(ids) or ids.min() < 0 or ids.max() >= cfg.vocab_size:
+        raise ValueError(f"token_ids must be a non-empty list of ids below {cfg.vocab_size}")
+    if cfg.tie_embeddings:
+        kernel_DV = params["embed"]["embedding"].T
+    else:
+        kernel_DV = params["unembed"]["kernel"]
+    return {**params, "unembed": {"kernel": kernel_DV[:, ids]}}

@@ -1,17 +1,23 @@
 """Speculative decoding with a layer-pruned draft: greedy output identical to the target's own
-greedy output; a draft equal to the target has every token accepted; caches roll back."""
+greedy output for every draft-length policy, batched prompts of different lengths and a draft
+head restricted to some tokens; sampled outputs follow the target's distribution (chi-square);
+BiLD's rollback tolerance moves the output between the draft's and the target's; caches roll back."""
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxlab.analysis.layers import drop_layers
 from jaxlab.models import transformer
-from jaxlab.samplers.speculative import rollback, speculative_generate
+from jaxlab.samplers import SampleConfig, generate, pad_prompts
+from jaxlab.samplers.speculative import (SpeculativeConfig, draft_stops, entropy, restrict_head, rollback,
+                                         speculative_generate, svip_estimate)
 
 CFG = transformer.Config(vocab_size=48, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
+PROMPTS = [[3, 11, 7, 20, 5], [9, 2], [4, 4, 30, 1, 17, 8, 22]]
 
 
 @pytest.fixture(scope="module")
@@ -21,41 +27,128 @@ def models():
     return params, drop_layers(params, 2, 1), draft_cfg
 
 
-def greedy_reference(params, prompt, n):
-    """The target's own greedy decoding, by the KV-cache sampler."""
-    from jaxlab.samplers import SampleConfig, generate
-    out = generate(params, CFG, jnp.asarray([prompt]), jnp.ones((1, len(prompt)), jnp.int32), jax.random.key(0),
-                   SampleConfig(max_new_tokens=n, temperature=0.0))
-    return [int(t) for t in out.tokens[0]]
+def greedy(params, cfg, prompts, n):
+    """A model's own greedy decoding, by the KV-cache sampler."""
+    tokens, mask = pad_prompts(prompts, 0)
+    out = generate(params, cfg, tokens, mask, jax.random.key(0), SampleConfig(max_new_tokens=n, temperature=0.0))
+    return [[int(t) for t in row] for row in out.tokens]
 
 
-def test_greedy_speculative_equals_the_target(models):
+def svip_at_median(draft, draft_cfg):
+    """An SVIP config whose entropy threshold is the median entropy of the draft's next-token
+    distributions over a prompt, so it stops drafting about half the time."""
+    h = entropy(jax.nn.softmax(transformer.apply(draft, jnp.asarray(PROMPTS[2:]), draft_cfg)[0]))
+    c = 0.1  # stop when 1 - sqrt(c H) < a, i.e. H > (1 - a)^2 / c
+    return SpeculativeConfig(gamma=3, length="svip", svip_c=c, svip_min_accept=1 - float(np.sqrt(c * np.median(h))),
+                             max_new_tokens=12)
+
+
+@pytest.mark.parametrize("length", ["fixed", "svip"])
+def test_greedy_speculative_equals_the_target_for_a_batch(models, length):
     params, draft, draft_cfg = models
-    prompt = [3, 11, 7, 20, 5]
-    expected = greedy_reference(params, prompt, 20)
-    for gamma in (1, 4):
-        out = speculative_generate(params, CFG, draft, draft_cfg, prompt, gamma=gamma, max_new_tokens=20)
-        assert out["tokens"] == expected, gamma
-        assert out["target_calls"] == len(out["accepted"])
-        if gamma > 1:
-            assert out["target_calls"] < 20  # more than one token per target pass
+    spec = SpeculativeConfig(gamma=3, max_new_tokens=12) if length == "fixed" else svip_at_median(draft, draft_cfg)
+    expected = greedy(params, CFG, PROMPTS, 12)
+    out = speculative_generate(params, CFG, draft, draft_cfg, PROMPTS, spec=spec)
+    assert out["tokens"] == expected
+    assert out["target_calls"] == len(out["emitted"]) == len(out["drafted"])
+    assert max(out["drafted"]) <= spec.gamma and sum(out["emitted"]) >= 12
+    if spec.length == "fixed":
+        assert set(out["drafted"]) == {spec.gamma}
+    else:  # the entropy rule cut some rounds short, some to no draft token at all
+        assert min(out["drafted"]) < spec.gamma and max(out["drafted"]) > 0
+
+
+def test_a_restricted_draft_head_keeps_the_target_output(models):
+    params, draft, draft_cfg = models
+    ids = np.arange(0, 48, 2)  # half the vocabulary: odd tokens are never drafted
+    head = restrict_head(draft, draft_cfg, ids)
+    assert head["unembed"]["kernel"].shape == (32, 24)
+    out = speculative_generate(params, CFG, head, dataclasses.replace(draft_cfg, tie_embeddings=False), PROMPTS,
+                               spec=SpeculativeConfig(gamma=3, max_new_tokens=12), draft_vocab=ids)
+    assert out["tokens"] == greedy(params, CFG, PROMPTS, 12)
+    with pytest.raises(ValueError, match="draft_vocab"):
+        speculative_generate(params, CFG, head, draft_cfg, PROMPTS, draft_vocab=[48])
 
 
 def test_a_perfect_draft_is_always_accepted_and_stops_at_a_stop_token(models):
     params, _, _ = models
-    out = speculative_generate(params, CFG, params, CFG, [1, 2, 3], gamma=4, max_new_tokens=16,
-                               temperature=1.0, key=jax.random.key(3))
-    assert all(n == 4 for n in out["accepted"][:-1]) and out["target_calls"] == 4
-    stop = out["tokens"][5]
-    cut = speculative_generate(params, CFG, params, CFG, [1, 2, 3], gamma=4, max_new_tokens=16,
-                               temperature=1.0, key=jax.random.key(3), stop_tokens=(stop,))
-    assert cut["tokens"] == out["tokens"][:out["tokens"].index(stop) + 1]
+    spec = SpeculativeConfig(gamma=4, max_new_tokens=16, temperature=1.0)
+    out = speculative_generate(params, CFG, params, CFG, [[1, 2, 3]], spec=spec, key=jax.random.key(3))
+    assert all(n == [4] for n in out["accepted"][:-1]) and out["target_calls"] == 4
+    stop = out["tokens"][0][5]
+    cut = speculative_generate(params, CFG, params, CFG, [[1, 2, 3]], spec=spec, key=jax.random.key(3),
+                               stop_tokens=(stop,))
+    assert cut["tokens"][0] == out["tokens"][0][:out["tokens"][0].index(stop) + 1]
+
+
+def test_sampled_tokens_follow_the_target_distribution():
+    """512 rows of one prompt at temperature 1, a poor draft (another random model, total variation ~0.4 from the target), gamma 3: the
+    first two emitted tokens' frequencies match the target's exact probabilities (chi-square)."""
+    cfg = transformer.Config(vocab_size=6, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32)
+    target, draft = transformer.init(cfg, jax.random.key(1)), transformer.init(cfg, jax.random.key(2))
+    prompt = [1, 4]
+    out = speculative_generate(target, cfg, draft, cfg, [prompt] * 512,
+                               spec=SpeculativeConfig(gamma=3, max_new_tokens=2, temperature=1.0),
+                               key=jax.random.key(5))
+    first = np.array([row[0] for row in out["tokens"]])
+    p1 = np.asarray(jax.nn.softmax(transformer.apply(target, jnp.asarray([prompt]), cfg)[0, -1]))
+    assert chi_square_p(np.bincount(first, minlength=6), p1) > 1e-3
+    top = int(np.argmax(p1))
+    second = np.array([row[1] for row in out["tokens"] if row[0] == top])
+    p2 = np.asarray(jax.nn.softmax(transformer.apply(target, jnp.asarray([prompt + [top]]), cfg)[0, -1]))
+    assert chi_square_p(np.bincount(second, minlength=6), p2) > 1e-3
+    assert max(max(r) for r in out["accepted"]) >= 1  # the batch did advance past rejections
+
+
+def chi_square_p(counts, probs):
+    """Pearson's chi-square p-value against ``probs`` (scipy-free: regularized gamma via series)."""
+    n = counts.sum()
+    keep = probs * n >= 1
+    stat = float(((counts[keep] - n * probs[keep]) ** 2 / (n * probs[keep])).sum())
+    dof = int(keep.sum()) - 1
+    from math import exp, lgamma, log
+    a, x = dof / 2, stat / 2  # P(chi2 > stat) = 1 - P(a, x)
+    term = total = 1.0 / a
+    for i in range(1, 500):
+        term *= x / (a + i)
+        total += term
+    return max(0.0, 1.0 - exp(-x + a * log(x) - lgamma(a)) * total) if x > 0 else 1.0
+
+
+def test_bild_rollback_moves_between_draft_and_target(models):
+    params, draft, draft_cfg = models
+    loose = SpeculativeConfig(gamma=3, accept="bild", rollback=1e9, max_new_tokens=12)
+    strict = dataclasses.replace(loose, rollback=0.0)
+    # nothing is rolled back: every round keeps the draft's 3 tokens and adds the target's argmax
+    out = speculative_generate(params, CFG, draft, draft_cfg, PROMPTS, spec=loose)
+    assert all(a == [3, 3, 3] for a in out["accepted"])
+    assert [row[:3] for row in out["tokens"]] == [row[:3] for row in greedy(draft, draft_cfg, PROMPTS, 3)]
+    # no draft token has -log p <= 0: the output is the target's greedy output
+    assert speculative_generate(params, CFG, draft, draft_cfg, PROMPTS, spec=strict)["tokens"] == \
+        greedy(params, CFG, PROMPTS, 12)
+    with pytest.raises(ValueError, match="greedy"):
+        SpeculativeConfig(accept="bild", temperature=1.0)
+
+
+def test_draft_length_rules():
+    q = jnp.asarray([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.6, 0.4, 0.0, 0.0]])
+    h = np.array([0.0, np.log(4), -(0.6 * np.log(0.6) + 0.4 * np.log(0.4))])
+    np.testing.assert_allclose(svip_estimate(q, 0.5), 1 - np.sqrt(0.5 * h), rtol=1e-6)
+    svip = SpeculativeConfig(length="svip", svip_c=0.5, svip_min_accept=0.5)  # stop when H > 0.5
+    assert draft_stops(q, svip).tolist() == [False, True, True]
+    assert draft_stops(q, SpeculativeConfig(length="bild", fallback=0.5)).tolist() == [False, True, False]
+    assert not draft_stops(q, SpeculativeConfig()).any()
+    with pytest.raises(ValueError, match="length"):
+        SpeculativeConfig(length="adaptive")
 
 
 def test_rollback_forgets_later_slots():
-    cache = transformer.init_cache(CFG, 1, 8)
-    cache = {**cache, "segment_ids": jnp.ones((1, 8), jnp.int32), "index": jnp.int32(6)}
-    back = rollback(cache, 3)
-    assert int(back["index"]) == 3 and back["segment_ids"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
+    cache = transformer.init_cache(CFG, 2, 8)
+    cache = {**cache, "segment_ids": jnp.ones((2, 8), jnp.int32), "index": jnp.int32(6)}
+    back = rollback(cache, jnp.int32(3), jnp.asarray([3, 2]))
+    assert int(back["index"]) == 3 and back["segment_ids"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]] * 2
+    assert back["positions"].tolist() == [3, 2]
     with pytest.raises(ValueError, match="vocabulary"):
-        speculative_generate({}, CFG, {}, dataclasses.replace(CFG, vocab_size=50), [1])
+        speculative_generate({}, CFG, {}, dataclasses.replace(CFG, vocab_size=50), [[1]])
+    with pytest.raises(ValueError, match="non-empty"):
+        speculative_generate({}, CFG, {}, CFG, [[1], []])
