@@ -3,6 +3,7 @@ future byte reaches a logit (every patching), gradients are finite and the entro
 none, packed sequences keep apart, greedy generation follows the full forward pass, and the
 family plugs into the config and the param-axes table."""
 
+import dataclasses
 import json
 
 import jax
@@ -130,3 +131,9 @@ def test_family_switch_param_axes_and_count(static_params, entropy_params):
         blt.Config(d_local=30, local_heads=4)
     with pytest.raises(ValueError, match="patch_starts_BT"):
         blt.apply(static_params, _bytes(0), STATIC, patch_starts_BT=jnp.ones((2, 3), bool))
+
+
+def test_the_pallas_kernel_serves_the_patch_local_masks(static_params):
+    x = _bytes(8)
+    pallas = dataclasses.replace(STATIC, attention_impl="pallas")  # interpreted on CPU
+    np.testing.assert_allclose(APPLY(static_params, x, pallas), APPLY(static_params, x, STATIC), atol=1e-4)
