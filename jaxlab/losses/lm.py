@@ -17,6 +17,11 @@ variants, both token means over the same mask:
     DFT      l_t = sg(p_t) nll_t,   p_t = exp(-nll_t)           (:func:`dft_sums`)
     iw-SFT   l_t = sg(w_t) nll_t,   w given per token/sequence  (:func:`importance_weighted_sums`)
 
+Distillation (a draft for speculative decoding, a smaller student) replaces the one-hot target
+by a teacher's distribution p over the vocabulary at each position (:func:`distill_sums`):
+
+    l_t = - sum_v p_t(v) log q_t(v)  =  KL(p_t || q_t) + H(p_t)
+
 Sequence log-probabilities (preference and verifier losses, diagnostics) are computed in one
 place: :func:`sequence_logprobs` per row and :func:`segment_logprobs` per packed segment.
 """
@@ -51,6 +56,27 @@ def cross_entropy_sums(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: ja
         "correct": jnp.sum(correct_BT * mask_BT),
         "count": jnp.sum(mask_BT),
     }
+
+
+def distill_sums(logits_BTV: jax.Array, teacher_logits_BTV: jax.Array, mask_BT: jax.Array | None = None,
+                 targets_BT: jax.Array | None = None) -> dict:
+    """Sums over masked tokens of the soft-label cross-entropy (module docstring) from student
+    logits [B, T, V] to the teacher's distribution p = softmax(teacher_logits) (no gradient to the
+    teacher): ``loss``, ``kl`` = KL(p || q), ``agree`` (student argmax == teacher argmax: a
+    greedy draft's acceptance), ``nll`` of ``targets_BT`` when given, and ``count``."""
+    logq_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
+    logp_BTV = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits_BTV).astype(jnp.float32), axis=-1)
+    p_BTV = jnp.exp(logp_BTV)
+    ce_BT = -jnp.sum(p_BTV * logq_BTV, axis=-1)
+    kl_BT = jnp.sum(p_BTV * (logp_BTV - logq_BTV), axis=-1)
+    agree_BT = (jnp.argmax(logits_BTV, -1) == jnp.argmax(teacher_logits_BTV, -1)).astype(jnp.float32)
+    mask_BT = jnp.ones_like(ce_BT) if mask_BT is None else mask_BT.astype(jnp.float32)
+    out = {"loss": jnp.sum(ce_BT * mask_BT), "kl": jnp.sum(kl_BT * mask_BT),
+           "agree": jnp.sum(agree_BT * mask_BT), "count": jnp.sum(mask_BT)}
+    if targets_BT is not None:
+        nll_BT = -jnp.take_along_axis(logq_BTV, targets_BT[..., None], axis=-1)[..., 0]
+        out["nll"] = jnp.sum(nll_BT * mask_BT)
+    return out
 
 
 def normalize_sums(sums: dict) -> dict:

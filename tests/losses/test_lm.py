@@ -65,3 +65,22 @@ def test_sums_add_across_micro_batches_to_the_large_batch_mean():
 def test_empty_mask_gives_zero_not_nan():
     loss, m = cross_entropy(jnp.zeros((1, 3, 4)), jnp.zeros((1, 3), jnp.int32), jnp.zeros((1, 3)))
     assert float(loss) == 0.0 and float(m["count"]) == 0.0
+
+
+def test_distill_sums_split_into_kl_and_teacher_entropy():
+    """loss = KL(p || q) + H(p) per token; the teacher gets no gradient; a student equal to the
+    teacher has KL 0 and full agreement."""
+    from jaxlab.losses.lm import distill_sums
+
+    student = jax.random.normal(jax.random.key(0), (2, 3, 5))
+    teacher = jax.random.normal(jax.random.key(1), (2, 3, 5))
+    mask = jnp.asarray([[1, 1, 0], [1, 0, 1]])
+    sums = distill_sums(student, teacher, mask)
+    p = jax.nn.softmax(teacher, -1)
+    h = -(p * jnp.log(p)).sum(-1)
+    np.testing.assert_allclose(sums["loss"] - sums["kl"], float((h * mask).sum()), rtol=1e-5)
+    assert float(sums["count"]) == 4
+    g = jax.grad(lambda t: distill_sums(student, t, mask)["loss"])(teacher)
+    assert float(jnp.abs(g).max()) == 0.0
+    same = distill_sums(teacher, teacher, mask)
+    assert abs(float(same["kl"])) < 1e-5 and float(same["agree"]) == 4

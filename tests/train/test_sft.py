@@ -1,5 +1,7 @@
 """The SFT trainer learns a prompt -> response mapping, from scratch or from given params."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -64,3 +66,21 @@ def test_sft_starts_from_given_params(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="at least one record"):
         train_sft(tmp_path / "x", [], model_cfg=CFG, sft=sft, mesh=mesh, optim=OptimConfig())
+
+
+def test_distillation_moves_the_student_to_the_teacher(tmp_path):
+    """sft.loss=distill on a frozen teacher (another random model, sharded on a 2-device mesh):
+    KL(teacher || student) falls, greedy agreement rises, and the teacher is not trained."""
+    mesh = shd.make_mesh(shd.MeshConfig(data=2), jax.devices()[:2])
+    teacher = transformer.init(CFG, jax.random.key(7))
+    student_cfg = dataclasses.replace(CFG, mlp_dim=32)
+    sft = SFTConfig(loss="distill", batch_size=8, seq_len=32,
+                    loop=LoopConfig(steps=30, log_every=5, eval_every=50, checkpoint_every=100))
+    fitted = train_sft(tmp_path / "distill", RECORDS, model_cfg=student_cfg, sft=sft, mesh=mesh, progress=False,
+                       optim=OptimConfig(lr=1e-2, warmup_steps=0), teacher=(CFG, teacher))
+    rows = [r for r in fitted.records if "train/kl" in r]
+    assert rows[-1]["train/kl"] < 0.5 * rows[0]["train/kl"]
+    assert rows[-1]["train/agree"] > rows[0]["train/agree"]
+    with pytest.raises(ValueError, match="distill needs teacher"):
+        train_sft(tmp_path / "none", RECORDS, model_cfg=CFG, sft=sft, mesh=mesh, progress=False,
+                  optim=OptimConfig())
