@@ -1,7 +1,22 @@
-"""Greedy decoding speed: jaxlab's KV-cache sampler next to transformers' ``generate``.
+"""Greedy decoding speed: jaxlab's KV-cache sampler next to transformers' ``generate``, or
+next to jaxlab's own speculative decoding.
 
     python scripts/bench_sample.py [--random] [--batch-sizes 1,16] [--prompt-len 64]
                                    [--new-tokens 128] [--repeats 2] [--out FILE.md]
+    python scripts/bench_sample.py --speculative DRAFT [--gamma 4] [--batch-sizes 1,8] ...
+
+Speculative mode (``--speculative``): the same target decodes greedily with
+:func:`jaxlab.samplers.generate` (plain) and with
+:func:`jaxlab.samplers.speculative.speculative_generate` (draft ``DRAFT``: a folder written by
+:func:`jaxlab.samplers.draft.save_draft`, e.g. by ``experiments/speculative_svip.py``, or
+``pruned:K``, the target pruned to K layers by angular distance and not trained). Prompts are
+``doc_extract`` problems through the chat template (random tokens with ``--random``/``--tiny``),
+rows stop at the tokenizer's end-of-turn token; tokens/s counts emitted tokens.
+
+    ratio = speculative tokens/s / plain tokens/s       (same prompts, same run)
+
+with the tokens per target call and the share of rows whose output is identical to plain greedy.
+Without ``--speculative``:
 
 Both sides run the same weights in float32 on the CPU: SmolLM2-135M-Instruct dequantized from
 its GGUF file (jaxlab: ``load_model("smollm2-135m-instruct")``; transformers:
@@ -62,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="torch intra-op threads (0 = torch's default, one per core); on a shared, "
                         "loaded CPU torch's spinning thread pool slows down far more than XLA's")
     p.add_argument("--out", help="write the markdown table here and the JSON beside it (.json)")
+    p.add_argument("--speculative", metavar="DRAFT",
+                   help="compare plain greedy decoding with speculative decoding from this draft (a "
+                        "save_draft folder, or pruned:K)")
+    p.add_argument("--gamma", type=int, default=4, help="draft tokens per round (speculative mode)")
+    p.add_argument("--task-seed", type=int, default=300, help="doc_extract problems' seed (speculative mode)")
     return p
 
 
@@ -176,12 +196,133 @@ def markdown(rows: list[Row], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclasses.dataclass
+class SpecRow:
+    batch_size: int
+    plain_tokens_per_s: float
+    speculative_tokens_per_s: float
+    ratio: float
+    tokens_per_target_call: float
+    identical: float
+
+
+def speculative_models(args):
+    """(name, target cfg, params, stop tokens, prompts source, draft cfg, draft params, draft vocab)."""
+    from jaxlab.samplers import draft as draft_lib
+
+    if args.random or args.tiny:
+        cfg = TINY if args.tiny else SMOLLM2
+        params = transformer.init(cfg, jax.random.PRNGKey(args.seed))
+        name, stops, tokenizer = "random " + ("tiny" if args.tiny else "SmolLM2-135M-shaped") + " model", (), None
+    else:
+        from jaxlab.interop.models import load_model
+
+        cfg, params, tokenizer = load_model(MODEL_NAME)
+        name, stops = MODEL_NAME, tuple(tokenizer.eos_ids)
+
+    def prompts(n: int) -> list[list[int]]:
+        if tokenizer is None:
+            rng = np.random.default_rng(args.seed)
+            return [list(rng.integers(0, cfg.vocab_size, args.prompt_len)) for _ in range(n)]
+        from jaxlab import tasks
+        from jaxlab.data.chat import encode_prompt
+
+        examples = tasks.get("doc_extract", train_difficulty=(1, 3)).splits(args.task_seed, n_train=0, n_test=n,
+                                                                           n_ood=0)["test"]
+        return [[int(t) for t in encode_prompt([{"role": "user", "content": e.prompt}], tokenizer)] for e in examples]
+
+    if args.speculative.startswith("pruned:"):
+        keep = int(args.speculative.split(":", 1)[1])
+        d_cfg, d_params, _ = draft_lib.prune_draft(params, cfg, prompts(4), keep)
+        vocab = None
+    else:
+        d_cfg, d_params, vocab = draft_lib.load_draft(args.speculative)
+    return name, cfg, params, stops, prompts, d_cfg, d_params, vocab
+
+
+def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict]:
+    from jaxlab.samplers import pad_prompts
+    from jaxlab.samplers.speculative import SpeculativeConfig, speculative_generate
+
+    name, cfg, params, stops, prompts, d_cfg, d_params, vocab = speculative_models(args)
+    spec = SpeculativeConfig(gamma=args.gamma, max_new_tokens=args.new_tokens)
+    rows = []
+    for B in batch_sizes:
+        batch = prompts(B)
+        tokens_BT, mask_BT = pad_prompts(batch, 0)
+        sample_cfg = SampleConfig(max_new_tokens=args.new_tokens, temperature=0.0, stop_tokens=stops)
+
+        def plain():
+            out = generate(params, cfg, tokens_BT, mask_BT, jax.random.PRNGKey(0), sample_cfg)
+            lengths = np.asarray(out.lengths)
+            return [list(np.asarray(out.tokens[b, :lengths[b]])) for b in range(B)]
+
+        def speculative():
+            out = speculative_generate(params, cfg, d_params, d_cfg, batch, spec=spec, stop_tokens=stops,
+                                       draft_vocab=vocab)
+            return out
+
+        print(f"batch {B}: plain ...", file=sys.stderr, flush=True)
+        plain_s, plain_out = _best_seconds(plain, args.repeats)
+        print(f"batch {B}: speculative ...", file=sys.stderr, flush=True)
+        spec_s, spec_out = _best_seconds(speculative, args.repeats)
+        plain_n = sum(len(r) for r in plain_out)
+        spec_n = sum(len(r) for r in spec_out["tokens"])
+        identical = np.mean([[int(t) for t in a] == [int(t) for t in b] for a, b in zip(spec_out["tokens"], plain_out)])
+        rows.append(SpecRow(batch_size=B, plain_tokens_per_s=plain_n / plain_s, speculative_tokens_per_s=spec_n / spec_s,
+                            ratio=(spec_n / spec_s) / (plain_n / plain_s),
+                            tokens_per_target_call=spec_n / B / spec_out["target_calls"], identical=float(identical)))
+    info = {"model": name, "draft": args.speculative, "draft_layers": d_cfg.n_layers,
+            "draft_head": "full" if vocab is None else f"{len(vocab)} tokens", "gamma": args.gamma,
+            "new_tokens": args.new_tokens, "repeats": args.repeats, "cpus": os.cpu_count(), "jax": jax.__version__,
+            "machine": platform.machine(), "processor": _processor(),
+            "timed": "best whole call after one warm-up call; compile time excluded"}
+    return rows, info
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def speculative_markdown(rows: list[SpecRow], info: dict) -> str:
+    lines = [f"Greedy decoding of {info['model']}, plain and speculative (draft {info['draft']}: "
+             f"{info['draft_layers']} layers, head over {info['draft_head']}; gamma {info['gamma']}), up to "
+             f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores, {info['processor']}), best of "
+             f"{info['repeats']} calls after a warm-up call.", "",
+             "| batch | plain tokens/s | speculative tokens/s | ratio (speculative / plain) | tokens per target call "
+             "| identical to plain |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.batch_size} | {r.plain_tokens_per_s:.1f} | {r.speculative_tokens_per_s:.1f} | "
+                     f"{r.ratio:.2f}x | {r.tokens_per_target_call:.2f} | {r.identical:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(table: str, result: dict, out: str | None) -> None:
+    print(table)
+    print(json.dumps(result))
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(table)
+        path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     batch_sizes = _positive_ints(args.batch_sizes, "--batch-sizes")
-    for name in ("prompt_len", "new_tokens", "repeats"):
+    for name in ("prompt_len", "new_tokens", "repeats", "gamma"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.speculative:
+        rows, info = bench_speculative(args, batch_sizes)
+        _write(speculative_markdown(rows, info), {**info, "rows": [dataclasses.asdict(r) for r in rows]}, args.out)
+        return 0
     import torch
 
     if args.torch_threads < 0:
@@ -196,15 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "jax": jax.__version__, "torch": torch.__version__, "machine": platform.machine(),
             "timed": "best whole generate call after one warm-up call; compile time excluded"}
-    table = markdown(rows, info)
-    result = {**info, "rows": [dataclasses.asdict(r) for r in rows]}
-    print(table)
-    print(json.dumps(result))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    _write(markdown(rows, info), {**info, "rows": [dataclasses.asdict(r) for r in rows]}, args.out)
     return 0
 
 

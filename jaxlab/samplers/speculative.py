@@ -183,6 +183,13 @@ def _full_vocab(logits_BV: jax.Array, vocab_ids: jax.Array | None, vocab_size: i
     return full.at[:, vocab_ids].set(logits_BV.astype(jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _prefill(params, tokens_BT, cache, mask_BT, *, cfg):
+    from jaxlab.models import transformer
+
+    return transformer.prefill(params, tokens_BT, cfg, cache, mask_BT=mask_BT, last_only=True)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "spec", "vocab_size"))
 def _draft_step(params, tokens_BT, cache, key, vocab_ids, *, cfg, spec, vocab_size):
     """The draft reads tokens_BT (its last token is the one to continue) and proposes one token:
@@ -250,6 +257,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     round], "accepted": [[n per row] per round], "emitted": [m + 1 per round]}``.
     """
     from jaxlab.models import transformer
+    from jaxlab.samplers.generate import prompt_bucket
 
     for name, cfg in (("target", target_cfg), ("draft", draft_cfg)):
         if getattr(cfg, "family", "transformer") != "transformer":
@@ -269,7 +277,10 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         raise ValueError("speculative decoding needs at least one prompt, each non-empty")
     B, V, G = len(prompts), target_cfg.vocab_size, spec.gamma
     key = jax.random.key(0) if key is None else key
-    T = max(len(p) for p in prompts) - 1  # the cached head; each row's last prompt token is pending
+    # the cached head: each row's prompt but its last token (pending), left-padded to a bucket
+    # of lengths (one compiled prefill per bucket, as in generate)
+    T = max(len(p) for p in prompts) - 1
+    T = prompt_bucket(T) if T else 0
     slots = T + spec.max_new_tokens + G + 2
     t_cache = transformer.init_cache(target_cfg, B, slots)
     d_cache = transformer.init_cache(draft_cfg, B, slots)
@@ -279,10 +290,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         for b, p in enumerate(prompts):
             head_BT[b, T - len(p) + 1:] = p[:-1]
             mask_BT[b, T - len(p) + 1:] = 1
-        _, t_cache = jax.jit(transformer.prefill, static_argnums=2)(target_params, jnp.asarray(head_BT), target_cfg,
-                                                                     t_cache, mask_BT=jnp.asarray(mask_BT))
-        _, d_cache = jax.jit(transformer.prefill, static_argnums=2)(draft_params, jnp.asarray(head_BT), draft_cfg,
-                                                                     d_cache, mask_BT=jnp.asarray(mask_BT))
+        _, t_cache = _prefill(target_params, jnp.asarray(head_BT), t_cache, jnp.asarray(mask_BT), cfg=target_cfg)
+        _, d_cache = _prefill(draft_params, jnp.asarray(head_BT), d_cache, jnp.asarray(mask_BT), cfg=draft_cfg)
     pending_B = np.asarray([p[-1] for p in prompts], np.int32)
     unseen_B = None  # a token the draft has not read yet (its last accepted draft token)
     out = [[] for _ in range(B)]

@@ -41,3 +41,17 @@ def test_bench_sample_tiny_model_writes_consistent_results(tmp_path):
 def test_bench_sample_rejects_bad_batch_sizes():
     with pytest.raises(SystemExit, match="--batch-sizes"):
         _load().main(["--tiny", "--batch-sizes", "0"])
+
+
+def test_bench_sample_speculative_mode_gives_identical_outputs(tmp_path):
+    """Plain and speculative greedy decoding of a tiny random model (draft: pruned to 1 layer):
+    every row's output is the same, and the ratio is the two measured speeds'."""
+    out = tmp_path / "spec.md"
+    assert _load().main(["--tiny", "--speculative", "pruned:1", "--gamma", "3", "--batch-sizes", "2",
+                         "--prompt-len", "5", "--new-tokens", "6", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["batch_size"] for r in result["rows"]] == [2] and result["draft_layers"] == 1
+    for r in result["rows"]:
+        assert r["identical"] == 1.0
+        assert r["ratio"] == pytest.approx(r["speculative_tokens_per_s"] / r["plain_tokens_per_s"])
+        assert 1.0 <= r["tokens_per_target_call"] <= 4.0
