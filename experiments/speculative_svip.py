@@ -28,7 +28,8 @@ flip a near tie); (2) the fixed-gamma draft accepts on average between 0.5 and g
 tokens per round (a useless or a perfect draft leaves nothing for a length rule to decide).
 
 Also reported: wall-time speed-up of both against plain greedy decoding on this machine, draft
-calls, and the distillation's KL and greedy agreement.
+calls, the distillation's KL and greedy agreement, and prompt lookup (n-gram copying from the
+context, no draft model, up to ``lookup_gamma`` = 8 tokens) on the same problems.
 
 Presets.
   smoke: a tiny random byte model stands in for SmolLM2, a 1-layer draft, instructed arithmetic
@@ -73,7 +74,7 @@ def get_config() -> Config:
 
 
 def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
-    return speculation.run_comparison(cfg, workdir, ("fixed", "svip"), progress=progress)
+    return speculation.run_comparison(cfg, workdir, ("fixed", "svip", "lookup"), progress=progress)
 
 
 def claim_verdict(runs: dict) -> stats.Verdict:

@@ -9,7 +9,8 @@ Speculative mode (``--speculative``): the same target decodes greedily with
 :func:`jaxlab.samplers.generate` (plain) and with
 :func:`jaxlab.samplers.speculative.speculative_generate` (draft ``DRAFT``: a folder written by
 :func:`jaxlab.samplers.draft.save_draft`, e.g. by ``experiments/speculative_svip.py``, or
-``pruned:K``, the target pruned to K layers by angular distance and not trained). Prompts are
+``pruned:K``, the target pruned to K layers by angular distance and not trained, or ``lookup``:
+prompt lookup, n-gram copying from the context, no model). Prompts are
 ``doc_extract`` problems through the chat template (random tokens with ``--random``/``--tiny``),
 rows stop at the tokenizer's end-of-turn token; tokens/s counts emitted tokens.
 
@@ -231,6 +232,10 @@ def speculative_models(args):
                                                                            n_ood=0)["test"]
         return [[int(t) for t in encode_prompt([{"role": "user", "content": e.prompt}], tokenizer)] for e in examples]
 
+    if args.speculative == "lookup":
+        from jaxlab.samplers.speculative import LookupDraft
+
+        return name, cfg, params, stops, prompts, LookupDraft(), None, None
     if args.speculative.startswith("pruned:"):
         keep = int(args.speculative.split(":", 1)[1])
         d_cfg, d_params, _ = draft_lib.prune_draft(params, cfg, prompts(4), keep)
@@ -272,8 +277,9 @@ def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict
         rows.append(SpecRow(batch_size=B, plain_tokens_per_s=plain_n / plain_s, speculative_tokens_per_s=spec_n / spec_s,
                             ratio=(spec_n / spec_s) / (plain_n / plain_s),
                             tokens_per_target_call=spec_n / B / spec_out["target_calls"], identical=float(identical)))
-    info = {"model": name, "draft": args.speculative, "draft_layers": d_cfg.n_layers,
-            "draft_head": "full" if vocab is None else f"{len(vocab)} tokens", "gamma": args.gamma,
+    lookup = d_params is None
+    info = {"model": name, "draft": args.speculative, "draft_layers": 0 if lookup else d_cfg.n_layers,
+            "draft_head": "none" if lookup else "full" if vocab is None else f"{len(vocab)} tokens", "gamma": args.gamma,
             "new_tokens": args.new_tokens, "repeats": args.repeats, "cpus": os.cpu_count(), "jax": jax.__version__,
             "machine": platform.machine(), "processor": _processor(),
             "timed": "best whole call after one warm-up call; compile time excluded"}
@@ -291,8 +297,9 @@ def _processor() -> str:
 
 
 def speculative_markdown(rows: list[SpecRow], info: dict) -> str:
-    lines = [f"Greedy decoding of {info['model']}, plain and speculative (draft {info['draft']}: "
-             f"{info['draft_layers']} layers, head over {info['draft_head']}; gamma {info['gamma']}), up to "
+    draft = ("prompt lookup (no model)" if info["draft_head"] == "none" else
+             f"{info['draft']}: {info['draft_layers']} layers, head over {info['draft_head']}")
+    lines = [f"Greedy decoding of {info['model']}, plain and speculative (draft {draft}; gamma {info['gamma']}), up to "
              f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores, {info['processor']}), best of "
              f"{info['repeats']} calls after a warm-up call.", "",
              "| batch | plain tokens/s | speculative tokens/s | ratio (speculative / plain) | tokens per target call "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +224,37 @@ def _verify(params, tokens_BK, q_BGV, cache, key, *, cfg, spec):
     return n_B, next_B, cache
 
 
+@dataclasses.dataclass(frozen=True)
+class LookupDraft:
+    """A draft without a model: prompt lookup (n-gram copying from the context). The longest
+    suffix of the row's tokens (prompt and output so far), of ``max_ngram`` down to
+    ``min_ngram`` tokens, that occurred earlier in them proposes the tokens that followed its
+    latest earlier occurrence (:func:`lookup_proposal`). Its distribution q is one-hot on the
+    proposal, so exact acceptance keeps the target's distribution (a token is kept with
+    probability p(d); a rejection resamples from p without d). Pass it as ``draft_cfg`` with
+    ``draft_params=None``. Free to run, and strong where outputs copy from the input (field
+    extraction from a document)."""
+    max_ngram: int = 3
+    min_ngram: int = 1
+    vocab_size: int | None = None  # unused: any vocabulary
+
+    def __post_init__(self):
+        if not 1 <= self.min_ngram <= self.max_ngram:
+            raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram}, {self.max_ngram}")
+
+
+def lookup_proposal(context: Sequence[int], k: int, *, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Up to ``k`` tokens that followed the latest earlier occurrence of the longest suffix
+    (``max_ngram`` .. ``min_ngram`` tokens) of ``context``; [] when no suffix occurred before."""
+    L = len(context)
+    for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
+        suffix = list(context[L - n:])
+        for start in range(L - n - 1, -1, -1):  # latest occurrence first, not the suffix itself
+            if list(context[start:start + n]) == suffix:
+                return [int(t) for t in context[start + n:start + n + k]]
+    return []
+
+
 @jax.jit
 def rollback(cache: dict, index: jax.Array, positions_B: jax.Array) -> dict:
     """A transformer KV cache cut back to its first ``index`` slots, each row's position count
@@ -249,7 +281,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
 
     prompts: a list of token-id lists (any lengths; left-padded here). The draft is any
     transformer with the target's vocabulary, e.g. :func:`jaxlab.analysis.layers.drop_layers`
-    of the target or a distilled small model; ``draft_vocab`` (token ids [V']) says its head
+    of the target or a distilled small model (:mod:`jaxlab.samplers.draft`), or
+    :class:`LookupDraft` (prompt lookup, no model: ``draft_params=None``); ``draft_vocab`` (token ids [V']) says its head
     covers only those tokens (logits [.., V'], see :func:`restrict_head`): q is 0 elsewhere.
     Rows stop at a stop token (included) or after ``spec.max_new_tokens``.
 
@@ -259,7 +292,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     from jaxlab.models import transformer
     from jaxlab.samplers.generate import prompt_bucket
 
-    for name, cfg in (("target", target_cfg), ("draft", draft_cfg)):
+    lookup = isinstance(draft_cfg, LookupDraft)
+    for name, cfg in (("target", target_cfg),) + ((("draft", draft_cfg),) if not lookup else ()):
         if getattr(cfg, "family", "transformer") != "transformer":
             raise ValueError(f"speculative decoding needs a transformer {name} (KV-cache rollback), "
                              f"got family {cfg.family!r}")
@@ -269,7 +303,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         if vocab_ids.ndim != 1 or not len(vocab_ids) or int(vocab_ids.max()) >= target_cfg.vocab_size \
                 or int(vocab_ids.min()) < 0:
             raise ValueError(f"draft_vocab must be a non-empty list of token ids below {target_cfg.vocab_size}")
-    if target_cfg.vocab_size != draft_cfg.vocab_size:
+    if not lookup and target_cfg.vocab_size != draft_cfg.vocab_size:
         raise ValueError(f"the draft's vocabulary ({draft_cfg.vocab_size}) is not the target's "
                          f"({target_cfg.vocab_size})")
     prompts = [[int(t) for t in p] for p in prompts]
@@ -283,7 +317,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     T = prompt_bucket(T) if T else 0
     slots = T + spec.max_new_tokens + G + 2
     t_cache = transformer.init_cache(target_cfg, B, slots)
-    d_cache = transformer.init_cache(draft_cfg, B, slots)
+    d_cache = None if lookup else transformer.init_cache(draft_cfg, B, slots)
     if T:
         head_BT = np.zeros((B, T), np.int32)
         mask_BT = np.zeros((B, T), np.int32)
@@ -291,7 +325,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
             head_BT[b, T - len(p) + 1:] = p[:-1]
             mask_BT[b, T - len(p) + 1:] = 1
         _, t_cache = _prefill(target_params, jnp.asarray(head_BT), t_cache, jnp.asarray(mask_BT), cfg=target_cfg)
-        _, d_cache = _prefill(draft_params, jnp.asarray(head_BT), d_cache, jnp.asarray(mask_BT), cfg=draft_cfg)
+        if not lookup:
+            _, d_cache = _prefill(draft_params, jnp.asarray(head_BT), d_cache, jnp.asarray(mask_BT), cfg=draft_cfg)
     pending_B = np.asarray([p[-1] for p in prompts], np.int32)
     unseen_B = None  # a token the draft has not read yet (its last accepted draft token)
     out = [[] for _ in range(B)]
@@ -304,12 +339,21 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     while not done.all():
         key, k_draft, k_accept = jax.random.split(key, 3)
         index0, positions0_B = t_cache["index"], t_cache["positions"]
-        x_BT = pending_B[:, None] if unseen_B is None else np.stack([unseen_B, pending_B], 1)
-        # the draft's slot and position count of the pending token, once it has read x_BT
-        d_index0 = d_cache["index"] + x_BT.shape[1] - 1
-        d_positions0_B = d_cache["positions"] + x_BT.shape[1] - 1
         drafts, qs, fed = [], [], 0  # fed: tokens the draft read this round, pending included
-        while len(drafts) < G:
+        if lookup:
+            proposals = [lookup_proposal(prompts[b] + out[b], G, max_ngram=draft_cfg.max_ngram,
+                                         min_ngram=draft_cfg.min_ngram) for b in range(B)]
+            k = min(len(proposals[b]) for b in range(B) if not done[b])
+            for i in range(k):
+                token_B = jnp.asarray([p[i] if len(p) > i else 0 for p in proposals], jnp.int32)
+                drafts.append(token_B)
+                qs.append(jax.nn.one_hot(token_B, V, dtype=jnp.float32))
+        else:
+            x_BT = pending_B[:, None] if unseen_B is None else np.stack([unseen_B, pending_B], 1)
+            # the draft's slot and position count of the pending token, once it has read x_BT
+            d_index0 = d_cache["index"] + x_BT.shape[1] - 1
+            d_positions0_B = d_cache["positions"] + x_BT.shape[1] - 1
+        while not lookup and len(drafts) < G:
             q_BV, token_B, stop_B, d_cache = _draft_step(
                 draft_params, jnp.asarray(x_BT, jnp.int32), d_cache, jax.random.fold_in(k_draft, fed),
                 vocab_ids, cfg=draft_cfg, spec=draft_spec, vocab_size=V)
@@ -336,9 +380,10 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         stats["emitted"].append(m + 1)
         # both caches keep pending, d_1 .. d_m; the draft read only fed of those m + 1 tokens
         t_cache = rollback(t_cache, index0 + m + 1, positions0_B + m + 1)
-        keep = min(fed, m + 1)
-        d_cache = rollback(d_cache, d_index0 + keep, d_positions0_B + keep)
-        unseen_B = drafts_BK[:, m - 1] if keep < m + 1 else None
+        if not lookup:
+            keep = min(fed, m + 1)
+            d_cache = rollback(d_cache, d_index0 + keep, d_positions0_B + keep)
+            unseen_B = drafts_BK[:, m - 1] if keep < m + 1 else None
         for b in range(B):
             for token in emitted_BM[b]:
                 if done[b]:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxlab.samplers import SampleConfig, generate
-from jaxlab.samplers.speculative import SpeculativeConfig, speculative_generate
+from jaxlab.samplers.speculative import LookupDraft, SpeculativeConfig, speculative_generate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ComparisonConfig:
     draft_vocab: int = 4096                # tokens of the draft's head; 0: the full head
     distill_steps: int = 40
     distill_batch: int = 4
-    distill_seq_len: int = 384
+    distill_seq_len: int = 512
     distill_lr: float = 3e-4
     gamma: int = 4                         # fixed draft length
     svip_gamma: int = 8                    # SVIP's most draft tokens per round
@@ -55,6 +55,9 @@ class ComparisonConfig:
     bild_gamma: int = 8                    # BiLD's most draft tokens per round
     bild_fallback: float = 0.5
     bild_rollback: float = 2.0
+    lookup_gamma: int = 8                  # prompt lookup's most draft tokens per round
+    lookup_ngram: int = 3
+    draft_from: str = ""                   # a folder of earlier runs whose draft to reuse (build_draft)
     seed: int = 0
 
     def __post_init__(self):
@@ -64,13 +67,41 @@ class ComparisonConfig:
             raise ValueError(f"need draft_layers >= 1, draft_vocab >= 0, distill_steps >= 1, got "
                              f"{self.draft_layers}, {self.draft_vocab}, {self.distill_steps}")
 
-    def specs(self) -> dict[str, SpeculativeConfig]:
-        """Every speculative method: fixed gamma, SVIP and BiLD."""
-        return {"fixed": SpeculativeConfig(gamma=self.gamma),
-                "svip": SpeculativeConfig(gamma=self.svip_gamma, length="svip", svip_c=self.svip_c,
-                                          svip_min_accept=self.svip_min_accept),
-                "bild": SpeculativeConfig(gamma=self.bild_gamma, length="bild", fallback=self.bild_fallback,
-                                          accept="bild", rollback=self.bild_rollback)}
+    def specs(self) -> dict[str, tuple[SpeculativeConfig, LookupDraft | None]]:
+        """Every speculative method: (config, its draft: None for the model draft, or a
+        :class:`LookupDraft`): fixed gamma, SVIP and BiLD with the model draft, prompt lookup."""
+        return {"fixed": (SpeculativeConfig(gamma=self.gamma), None),
+                "svip": (SpeculativeConfig(gamma=self.svip_gamma, length="svip", svip_c=self.svip_c,
+                                           svip_min_accept=self.svip_min_accept), None),
+                "bild": (SpeculativeConfig(gamma=self.bild_gamma, length="bild", fallback=self.bild_fallback,
+                                           accept="bild", rollback=self.bild_rollback), None),
+                "lookup": (SpeculativeConfig(gamma=self.lookup_gamma), LookupDraft(max_ngram=self.lookup_ngram))}
+
+
+# the settings that determine a draft (and the problems): a draft is reused only where all match
+DRAFT_KEYS = ("model", "task", "difficulty", "n_train", "n_test", "max_new_tokens", "draft_layers", "draft_vocab",
+              "distill_steps", "distill_batch", "distill_seq_len", "distill_lr", "seed")
+
+
+def draft_settings(cfg) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in
+            ((k, getattr(cfg, k)) for k in DRAFT_KEYS)}
+
+
+def find_draft(root, settings: dict):
+    """The ``draft`` folder under ``root`` (any depth) whose ``draft_log.json`` records exactly
+    ``settings``; FileNotFoundError naming what was looked for when none does."""
+    import json
+    from pathlib import Path
+
+    for log_path in sorted(Path(root).glob("**/draft_log.json")):
+        try:
+            saved = json.loads(log_path.read_text()).get("settings")
+        except ValueError:
+            continue
+        if saved == settings and (log_path.parent / "draft" / "jaxlab_model.json").is_file():
+            return log_path.parent
+    raise FileNotFoundError(f"no finished draft under {root} was made with {settings}")
 
 
 def agreement(tokens: Sequence[int], reference: Sequence[int]) -> float:
@@ -90,30 +121,36 @@ def greedy_tokens(params, cfg, prompt: Sequence[int], *, max_new_tokens: int, st
     return [int(t) for t in np.asarray(out.tokens[0, :int(out.lengths[0])])]
 
 
-def compare(target: tuple, draft: tuple, prompts: Sequence[Sequence[int]], specs: Mapping[str, SpeculativeConfig],
-            *, max_new_tokens: int, stop_tokens=(), draft_vocab=None, progress: bool = True) -> dict:
+def compare(target: tuple, draft: tuple, prompts: Sequence[Sequence[int]],
+            specs: Mapping[str, tuple[SpeculativeConfig, LookupDraft | None]], *, max_new_tokens: int,
+            stop_tokens=(), draft_vocab=None, progress: bool = True) -> dict:
     """``{"greedy": [row per prompt], name: [row per prompt] ...}`` (module docstring) for the
-    target ``(cfg, params)``, the draft ``(cfg, params)`` and each spec (its ``max_new_tokens``
-    is replaced by ``max_new_tokens``)."""
+    target ``(cfg, params)`` and each ``(spec, lookup)`` (its ``max_new_tokens`` replaced by
+    ``max_new_tokens``): drafted by ``draft = (cfg, params)`` when ``lookup`` is None, by the
+    :class:`LookupDraft` otherwise."""
     if not prompts:
         raise ValueError("compare needs at least one prompt")
     t_cfg, t_params = target
     d_cfg, d_params = draft
-    specs = {name: dataclasses.replace(spec, max_new_tokens=max_new_tokens) for name, spec in specs.items()}
+    specs = {name: (dataclasses.replace(spec, max_new_tokens=max_new_tokens), lookup)
+             for name, (spec, lookup) in specs.items()}
 
     def plain(prompt):
         return {"tokens": greedy_tokens(t_params, t_cfg, prompt, max_new_tokens=max_new_tokens,
                                         stop_tokens=stop_tokens)}
 
-    def spec_run(spec):
+    def spec_run(spec, lookup):
         def run(prompt):
-            out = speculative_generate(t_params, t_cfg, d_params, d_cfg, [prompt], spec=spec,
-                                       stop_tokens=stop_tokens, draft_vocab=draft_vocab)
+            if lookup is not None:
+                out = speculative_generate(t_params, t_cfg, None, lookup, [prompt], spec=spec, stop_tokens=stop_tokens)
+            else:
+                out = speculative_generate(t_params, t_cfg, d_params, d_cfg, [prompt], spec=spec,
+                                           stop_tokens=stop_tokens, draft_vocab=draft_vocab)
             return {"tokens": out["tokens"][0], "target_calls": out["target_calls"],
                     "draft_calls": out["draft_calls"]}
         return run
 
-    methods = {"greedy": plain, **{name: spec_run(spec) for name, spec in specs.items()}}
+    methods = {"greedy": plain, **{name: spec_run(spec, lookup) for name, (spec, lookup) in specs.items()}}
     for run in methods.values():  # warm-up: compile outside the timed calls
         run(list(prompts[0]))
     rows = {name: [] for name in methods}
@@ -166,7 +203,10 @@ def build_draft(cfg, workdir, *, progress: bool = True) -> dict:
     distill_lr), made once in ``workdir/draft`` (:mod:`jaxlab.samplers.draft`): the target
     pruned to ``draft_layers``, distilled on its own greedy responses to ``n_train`` training
     problems, its head over the ``draft_vocab`` most frequent tokens of those prompts and
-    responses (0: the full head). A finished draft folder is loaded, not rebuilt.
+    responses (0: the full head). A finished draft folder is loaded, not rebuilt; with
+    ``cfg.draft_from`` the draft of an earlier run under that folder made with the same
+    :data:`DRAFT_KEYS` settings is loaded instead (:func:`find_draft`), so two experiments on
+    one draft distil it once.
 
     Returns ``{"target": (cfg, params), "draft": (cfg, params), "vocab", "tokenizer", "stops",
     "test_prompts", "distill": [{step, kl, agree}], "pruned_from"}``."""
@@ -187,7 +227,9 @@ def build_draft(cfg, workdir, *, progress: bool = True) -> dict:
     train_prompts = [encode(e) for e in split["train"]]
     test_prompts = [encode(e) for e in split["test"]]
     stops = tuple(tokenizer.eos_ids)
-    folder, log_path = workdir / "draft", workdir / "draft_log.json"
+    settings = draft_settings(cfg)
+    home = find_draft(cfg.draft_from, settings) if cfg.draft_from else workdir
+    folder, log_path = home / "draft", home / "draft_log.json"
     if (folder / "jaxlab_model.json").is_file() and log_path.is_file():
         d_cfg, d_params, vocab = draft_lib.load_draft(folder)
         log = json.loads(log_path.read_text())
@@ -213,12 +255,12 @@ def build_draft(cfg, workdir, *, progress: bool = True) -> dict:
         if cfg.draft_vocab:
             vocab = draft_lib.frequent_tokens(train_prompts + responses, cfg.draft_vocab, always=stops)
         draft_lib.save_draft(folder, d_cfg, fit.params, vocab)
-        log = {"pruned_from": first, "distill": [{"step": r["step"], "kl": r["train/kl"], "agree": r["train/agree"]}
+        log = {"settings": settings, "pruned_from": first, "distill": [{"step": r["step"], "kl": r["train/kl"], "agree": r["train/agree"]}
                                                  for r in fit.records if "train/kl" in r]}
         log_path.write_text(json.dumps(log, indent=1) + "\n")
         d_cfg, d_params, vocab = draft_lib.load_draft(folder)
     return {"target": (t_cfg, t_params), "draft": (d_cfg, d_params), "vocab": vocab, "tokenizer": tokenizer,
-            "stops": stops, "test_prompts": test_prompts, **log}
+            "stops": stops, "test_prompts": test_prompts, "draft_folder": str(folder), **log}
 
 
 def run_comparison(cfg: ComparisonConfig, workdir, methods: Sequence[str], *, progress: bool = True) -> dict:
@@ -245,8 +287,9 @@ def run_comparison(cfg: ComparisonConfig, workdir, methods: Sequence[str], *, pr
         about += (f"; distillation KL {distill[0]['kl']:.3f} -> {distill[-1]['kl']:.3f}, greedy agreement with "
                   f"the target {distill[0]['agree']:.3f} -> {distill[-1]['agree']:.3f}")
     lines = [about + ".", "", markdown_table(summ)]
-    out = {"rows": rows, "summary": summ, "report": "\n".join(lines),
-           "settings": {name: dataclasses.asdict(spec) for name, spec in specs.items()}
+    out = {"rows": rows, "summary": summ, "report": "\n".join(lines), "draft_folder": built["draft_folder"],
+           "settings": {name: dataclasses.asdict(spec) | ({} if lookup is None else {"lookup": dataclasses.asdict(lookup)})
+                        for name, (spec, lookup) in specs.items()}
            | {"gamma": cfg.gamma}, "distill": distill}
     for name, s in summ.items():
         out[f"{name}_tokens_per_call"] = s["tokens_per_call"]

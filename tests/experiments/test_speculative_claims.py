@@ -20,8 +20,8 @@ def test_svip_smoke_verdict_from_its_rows(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     (run,) = results["runs"]["speculative_svip"]
     rows = run["rows"]
-    assert list(rows) == ["greedy", "fixed", "svip"] and all(len(r) == 2 for r in rows.values())
-    for name in ("fixed", "svip"):
+    assert list(rows) == ["greedy", "fixed", "svip", "lookup"] and all(len(r) == 2 for r in rows.values())
+    for name in ("fixed", "svip", "lookup"):
         for r, g in zip(rows[name], rows["greedy"]):
             assert r["tokens_per_call"] == pytest.approx(r["tokens"] / r["target_calls"])
             assert r["identical"] and r["tokens"] == g["tokens"]  # exact acceptance, greedy: the same output
@@ -30,6 +30,17 @@ def test_svip_smoke_verdict_from_its_rows(tmp_path):
     effect = np.mean([s["tokens_per_call"] - f["tokens_per_call"] for s, f in zip(rows["svip"], rows["fixed"])])
     assert v["effect"] == pytest.approx(effect) and v["low"] <= effect <= v["high"]
     assert (tmp_path / "speculative_svip" / "seed0" / "draft" / "draft_vocab.json").exists()
+
+    # BiLD on the same settings reuses that draft instead of distilling its own
+    bild_dir = tmp_path / "bild"
+    assert cli.main(["run", str(ROOT / "speculative_bild.py"), "--workdir", str(bild_dir), "--no-progress",
+                     "--preset", "smoke", "--seeds", "1", "--set", f"draft_from={tmp_path}"]) == 0
+    assert not (bild_dir / "speculative_bild" / "seed0" / "distill").exists()
+    bild = json.loads((bild_dir / "results.json").read_text())["runs"]["speculative_bild"][0]
+    assert bild["draft_folder"] == str(tmp_path / "speculative_svip" / "seed0" / "draft")
+    assert [r["tokens"] for r in bild["rows"]["greedy"]] == [r["tokens"] for r in rows["greedy"]]
+    for r in bild["rows"]["bild"]:
+        assert 0.0 <= r["agreement"] <= 1.0 and r["identical"] == (r["agreement"] == 1.0)
 
 
 def test_bild_verdict_reads_agreement_and_calls():

@@ -13,8 +13,8 @@ import pytest
 from jaxlab.analysis.layers import drop_layers
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
-from jaxlab.samplers.speculative import (SpeculativeConfig, draft_stops, entropy, restrict_head, rollback,
-                                         speculative_generate, svip_estimate)
+from jaxlab.samplers.speculative import (LookupDraft, SpeculativeConfig, draft_stops, entropy, lookup_proposal,
+                                         restrict_head, rollback, speculative_generate, svip_estimate)
 
 CFG = transformer.Config(vocab_size=48, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
 PROMPTS = [[3, 11, 7, 20, 5], [9, 2], [4, 4, 30, 1, 17, 8, 22]]
@@ -58,6 +58,23 @@ def test_greedy_speculative_equals_the_target_for_a_batch(models, length):
         assert min(out["drafted"]) < spec.gamma and max(out["drafted"]) > 0
 
 
+def test_prompt_lookup_proposes_what_followed_the_latest_match():
+    ctx = [5, 6, 7, 1, 5, 6, 9, 2, 5, 6]
+    assert lookup_proposal(ctx, 3, max_ngram=2) == [9, 2, 5]      # "5 6" last seen at 4, then 9 2 5
+    assert lookup_proposal(ctx, 3, max_ngram=3) == [9, 2, 5]      # no earlier "2 5 6": falls back to 2-grams
+    assert lookup_proposal([1, 2, 3], 2) == [] and lookup_proposal([4], 2) == []
+    assert lookup_proposal([3, 8, 3], 5) == [8, 3]                # up to the end of the context
+
+
+def test_greedy_with_a_lookup_draft_equals_the_target(models):
+    params, _, _ = models
+    prompts = [[3, 11, 7, 3, 11, 7, 3], [9, 2, 9, 2, 9]]
+    out = speculative_generate(params, CFG, None, LookupDraft(max_ngram=2), prompts,
+                               spec=SpeculativeConfig(gamma=3, max_new_tokens=12))
+    assert out["tokens"] == greedy(params, CFG, prompts, 12)
+    assert out["draft_calls"] == 0 and max(out["drafted"]) > 0
+
+
 def test_a_restricted_draft_head_keeps_the_target_output(models):
     params, draft, draft_cfg = models
     ids = np.arange(0, 48, 2)  # half the vocabulary: odd tokens are never drafted
@@ -81,13 +98,16 @@ def test_a_perfect_draft_is_always_accepted_and_stops_at_a_stop_token(models):
     assert cut["tokens"][0] == out["tokens"][0][:out["tokens"][0].index(stop) + 1]
 
 
-def test_sampled_tokens_follow_the_target_distribution():
-    """512 rows of one prompt at temperature 1, a poor draft (another random model, total variation ~0.4 from the target), gamma 3: the
-    first two emitted tokens' frequencies match the target's exact probabilities (chi-square)."""
+@pytest.mark.parametrize("lookup", [False, True])
+def test_sampled_tokens_follow_the_target_distribution(lookup):
+    """512 rows of one prompt at temperature 1, a poor draft (another random model, total
+    variation ~0.4 from the target; or prompt lookup, q one-hot), gamma 3: the first two emitted
+    tokens' frequencies match the target's exact probabilities (chi-square)."""
     cfg = transformer.Config(vocab_size=6, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32)
     target, draft = transformer.init(cfg, jax.random.key(1)), transformer.init(cfg, jax.random.key(2))
-    prompt = [1, 4]
-    out = speculative_generate(target, cfg, draft, cfg, [prompt] * 512,
+    prompt = [1, 4, 1]  # lookup proposes "4 1" after the last "1"
+    draft_cfg = LookupDraft() if lookup else cfg
+    out = speculative_generate(target, cfg, None if lookup else draft, draft_cfg, [prompt] * 512,
                                spec=SpeculativeConfig(gamma=3, max_new_tokens=2, temperature=1.0),
                                key=jax.random.key(5))
     first = np.array([row[0] for row in out["tokens"]])
@@ -98,6 +118,7 @@ def test_sampled_tokens_follow_the_target_distribution():
     p2 = np.asarray(jax.nn.softmax(transformer.apply(target, jnp.asarray([prompt + [top]]), cfg)[0, -1]))
     assert chi_square_p(np.bincount(second, minlength=6), p2) > 1e-3
     assert max(max(r) for r in out["accepted"]) >= 1  # the batch did advance past rejections
+    assert out["drafted"][0] == (2 if lookup else 3)
 
 
 def chi_square_p(counts, probs):
