@@ -28,7 +28,7 @@ outputs identical to greedy.
 Presets.
   smoke: a tiny random byte model stands in for SmolLM2 (the draft is an unpruned copy);
     seconds. Its verdict means nothing.
-  paper: SmolLM2-135M-Instruct, a 6-layer draft with a 4,096-token head distilled for 40 steps on
+  paper: SmolLM2-135M-Instruct, an 8-layer draft with a 4,096-token head distilled for 40 steps on
     48 problems, 12 test problems, 48 new tokens, 2 seeds.
 
     jaxlab run experiments/speculative_bild.py --preset smoke

@@ -34,7 +34,7 @@ context, no draft model, up to ``lookup_gamma`` = 8 tokens) on the same problems
 Presets.
   smoke: a tiny random byte model stands in for SmolLM2, a 1-layer draft, instructed arithmetic
     prompts; seconds. Its verdict means nothing.
-  paper: SmolLM2-135M-Instruct, a 6-layer draft with a 4,096-token head distilled for 40 steps
+  paper: SmolLM2-135M-Instruct, an 8-layer draft with a 4,096-token head distilled for 40 steps
     on 48 problems, 12 test problems, 48 new tokens, 2 seeds.
 
     jaxlab run experiments/speculative_svip.py --preset smoke

@@ -42,7 +42,7 @@ class ComparisonConfig:
     n_train: int = 48                      # problems whose target answers distil the draft
     n_test: int = 12                       # held-out problems decoded by every method
     max_new_tokens: int = 48
-    draft_layers: int = 6                  # the target's layer count or more: an unpruned copy
+    draft_layers: int = 8                  # the target's layer count or more: an unpruned copy
     draft_vocab: int = 4096                # tokens of the draft's head; 0: the full head
     distill_steps: int = 40
     distill_batch: int = 4
