@@ -88,15 +88,8 @@ from jaxlab.data.chat import (
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.evals.scoring import answer_key, majority_vote
 from jaxlab.losses.classifier import binary_cross_entropy, init_linear_head, linear_head
-from jaxlab.losses.lm import cross_entropy_sums, sequence_logprobs
-from jaxlab.losses.verifier import (
-    first_target_index,
-    first_token_decides,
-    logits_at,
-    p_yes,
-    p_yes_from_logprobs,
-    verdict_word_mask,
-)
+from jaxlab.losses.lm import cross_entropy_sums
+from jaxlab.losses.verifier import first_target_index, logits_at
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.peft.runs import trainer_adapter
@@ -106,6 +99,7 @@ from jaxlab.train.fit import LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import sft_loss_sums
+from jaxlab.ttc.scorers import genrm_scores, scores_in_chunks, scoring_rows, verification_rows
 
 CLAIM = ("Best-of-16 selection by GenRM p(\"Yes\") is more accurate than the stronger of classifier-head "
          "best-of-16 (trained on the same labelled samples) and majority vote over the 16 samples.")
@@ -195,12 +189,7 @@ def sample_solutions(params, model_cfg, prompts: list[str], n: int, *, temperatu
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def verification_rows(problems: list[str], solutions: list[str], seq_len: int,
-                      tokenizer: Tokenizer = BYTES, verdict: bool = True) -> dict:
-    """Right-padded rows of the verification prompts with the "Yes" target (``verdict``;
-    "No" otherwise), whose first target position is where the verdict is read."""
-    return pad_rows([encode_record(verification_record(p, s, verdict), tokenizer)
-                     for p, s in zip(problems, solutions)], seq_len, tokenizer)
+
 
 
 def record_rows(records, seq_len: int, tokenizer: Tokenizer = BYTES) -> dict:
@@ -310,29 +299,10 @@ def train_genrm(workdir, verify_records, correct_records, *, cfg: Config, loop: 
                normalize_fn=_genrm_normalize, progress=progress)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def genrm_scores(params, rows, model_cfg, yes_ids: tuple, no_ids: tuple):
-    """p("Yes") of each verification row, [B]. ``rows``: :func:`scoring_rows`. When the first
-    tokens decide: softmax(logits)[Y] at the verdict position; otherwise the whole-word
-    probability exp(log p("Yes" tokens)) of the teacher-forced "Yes" row (the "No" rows,
-    ``no_*``, give log p("No") for the two-way variant of p_yes_from_logprobs)."""
-    logits = apply_batch(params, rows, model_cfg)
-    if first_token_decides(yes_ids, no_ids):
-        return p_yes(logits_at(logits, first_target_index(rows["mask"])), yes_ids[0], no_ids[0])
-    logp_yes, _ = sequence_logprobs(logits, rows["targets"], verdict_word_mask(rows["mask"], len(yes_ids)))
-    logp_no, _ = sequence_logprobs(apply_batch(params, rows, model_cfg, prefix="no_"), rows["no_targets"],
-                                   verdict_word_mask(rows["no_mask"], len(no_ids)))
-    return p_yes_from_logprobs(logp_yes, logp_no)
 
 
-def scoring_rows(problems: list[str], solutions: list[str], seq_len: int, tokenizer: Tokenizer = BYTES) -> dict:
-    """The rows :func:`genrm_scores` reads: "Yes" rows, plus "No" rows (``no_*``) when the
-    verdicts' first tokens do not decide."""
-    rows = verification_rows(problems, solutions, seq_len, tokenizer)
-    if not first_token_decides(*verdict_ids(tokenizer)):
-        no = verification_rows(problems, solutions, seq_len, tokenizer, verdict=False)
-        rows.update({f"no_{k}": v for k, v in no.items()})
-    return rows
+
+
 
 
 # ---------------------------------------------------------------- classifier head
@@ -370,16 +340,7 @@ def classifier_loss_sums(params, batch, key, *, model_cfg):
 
 # ---------------------------------------------------------------- selection and statistics
 
-def _scores_in_chunks(fn, rows, chunk=256):
-    n = len(rows["inputs"])
-    out = []
-    for s in range(0, n, chunk):
-        part = {k: v[s:s + chunk] for k, v in rows.items()}
-        m = len(part["inputs"])
-        if m < chunk:  # pad to one shape: one compilation
-            part = {k: np.concatenate([v, np.repeat(v[:1], chunk - m, axis=0)]) for k, v in part.items()}
-        out.append(np.asarray(fn(part))[:m])
-    return np.concatenate(out)
+
 
 
 def majority_per_problem(keys_PN: list[list], correct_PN: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -471,9 +432,9 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     test_rows = scoring_rows(flat_problems, [s for sols in test_sols for s in sols], cfg.seq_len, tok)
     yes_no = verdict_ids(tok)
     genrm_params = genrm.params  # merged with the base under genrm_peft
-    g_PN = _scores_in_chunks(lambda r: genrm_scores(genrm_params, r, model_cfg, *yes_no), test_rows,
+    g_PN = scores_in_chunks(lambda r: genrm_scores(genrm_params, r, model_cfg, *yes_no), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)
-    c_PN = _scores_in_chunks(lambda r: classifier_scores(clf.state.params, r, model_cfg), test_rows,
+    c_PN = scores_in_chunks(lambda r: classifier_scores(clf.state.params, r, model_cfg), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)
     per_problem = {"genrm": ttc.best_of_n(g_PN, correct_PN), "classifier": ttc.best_of_n(c_PN, correct_PN),
                    "majority": majority_per_problem(keys_PN, correct_PN), "oracle": correct_PN.max(1)}

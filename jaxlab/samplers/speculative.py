@@ -236,7 +236,6 @@ class LookupDraft:
     extraction from a document)."""
     max_ngram: int = 3
     min_ngram: int = 1
-    vocab_size: int | None = None  # unused: any vocabulary
 
     def __post_init__(self):
         if not 1 <= self.min_ngram <= self.max_ngram:

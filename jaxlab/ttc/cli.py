@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="DeepConf online: the threshold keeps this fraction of warm-up traces (default 0.9)")
     p.add_argument("--inter-points", type=int, default=4,
                    help="inter: the first sampled trace is cut at j/J of its length, j < J (default J = 4)")
+    p.add_argument("--verifier", help="bon-rm: a GenRM verifier (a model spec, or tiny-random) whose p(\"Yes\") scores the samples")
+    p.add_argument("--verifier-seq-len", type=int, default=512,
+                   help="bon-rm: tokens of a verification row (problem + solution + question; default 512)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per generation batch (default 64)")
     p.add_argument("--seed", type=int, default=0, help="problem and sampling seed (default 0)")
     p.add_argument("--out", help="output folder (default runs/ttc/<model>/<task>)")
@@ -67,6 +70,9 @@ def ttc_main(argv: list[str]) -> int:
         print(f"error: --warmup must be in [1, budget - 1] = [1, {args.budget - 1}] for deepconf-online "
               f"(got {warmup})", file=sys.stderr)
         return 2
+    if ("bon-rm" in methods) != (args.verifier is not None):
+        print("error: --methods bon-rm needs --verifier MODEL, and --verifier is only read by bon-rm", file=sys.stderr)
+        return 2
     difficulty = None
     if args.difficulty is not None:
         m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", args.difficulty)
@@ -80,12 +86,19 @@ def ttc_main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        scorer = None
+        if args.verifier is not None:
+            from jaxlab.interop.models import load_experiment_model
+            from jaxlab.ttc.scorers import genrm_scorer
+
+            v_cfg, v_params, v_tok = load_experiment_model(args.verifier, args.seed)
+            scorer = genrm_scorer(v_params, v_cfg, v_tok, seq_len=args.verifier_seq_len)
         results = harness.run_task(
             args.model, args.task, n=args.n, seed=args.seed, difficulty=difficulty, methods=methods,
             budget=args.budget, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
             top_logprobs=args.top_logprobs, window=args.window, keep=args.keep, warmup=warmup,
             stop_keep=args.stop_keep, inter_points=args.inter_points, batch_size=args.batch_size,
-            progress=not args.no_progress)
+            progress=not args.no_progress, scorer=scorer)
     except (ValueError, FileNotFoundError, OSError) as e:  # a model that cannot be loaded, among others
         print(f"error: {args.model!r}: {e}", file=sys.stderr)
         return 1

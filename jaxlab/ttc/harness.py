@@ -20,6 +20,11 @@ window ``window``, token confidence over the top ``top_logprobs`` log-probs):
     greedy           correct(greedy answer)                     tokens L_greedy
     bon              best-of-k with the task's verifier as the scorer (an oracle: 1 when any
                      c_i = 1; an upper bound for any real scorer)   tokens sum_i L_i
+    bon-rm           best-of-k by a model's scores r_i of the k samples (``scorer``: e.g. a GenRM
+                     verifier's p("Yes"), :mod:`jaxlab.ttc.scorers`): the mean c_i of the
+                     samples tied at the top r_i (:mod:`jaxlab.ttc.best_of_n`)
+                                                                    tokens sum_i L_i (the
+                     scorer's passes read the samples, they generate nothing)
     vote             majority vote of the a_i (self-consistency)    tokens sum_i L_i
     wvote            vote weighted by C_i                            tokens sum_i L_i
     deepconf         DeepConf offline: the ``keep`` fraction of samples with the highest C_i,
@@ -65,11 +70,12 @@ from jaxlab import stats
 from jaxlab.evals.generation import check_vocab, encode_task_prompt, prompts_as_chat
 from jaxlab.evals.scoring import answer_key
 from jaxlab.samplers import SampleConfig, generate, pad_prompts
+from jaxlab.ttc.best_of_n import best_of_n
 from jaxlab.ttc.deepconf import early_stop_step, stop_threshold, token_confidence, trace_confidence
 from jaxlab.ttc.voting import filtered_vote, weighted_vote
 
-METHODS = ("greedy", "bon", "vote", "wvote", "deepconf", "deepconf-online", "inter")
-SAMPLED_METHODS = ("bon", "vote", "wvote", "deepconf", "deepconf-online", "inter")
+METHODS = ("greedy", "bon", "bon-rm", "vote", "wvote", "deepconf", "deepconf-online", "inter")
+SAMPLED_METHODS = ("bon", "bon-rm", "vote", "wvote", "deepconf", "deepconf-online", "inter")
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -142,13 +148,18 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                 key: jax.Array, temperature: float = 1.0, max_new_tokens: int = 64, top_logprobs: int = 20,
                 window: int = 16, keep: float = 0.5, warmup: int | None = None, stop_keep: float = 0.9,
                 inter_points: int = 4, batch_size: int = 64, chat: bool | None = None, confidence: float = 0.95,
-                n_boot: int = stats.DEFAULT_BOOTSTRAP, seed: int = 0, progress: bool = False) -> dict:
+                n_boot: int = stats.DEFAULT_BOOTSTRAP, seed: int = 0, progress: bool = False,
+                scorer=None) -> dict:
     """Samples once and scores every method of ``methods`` on ``examples`` (Examples of
-    ``task``) (module docstring). ``warmup`` defaults to budget // 2. Returns
+    ``task``) (module docstring). ``warmup`` defaults to budget // 2. ``scorer``
+    (:data:`jaxlab.ttc.scorers.Scorer`, ``scorer(problems, solutions) -> scores``) is what
+    ``bon-rm`` selects by; each sample's score is kept as its ``score``. Returns
     :func:`score_methods`'s dict with ``settings`` (everything above), ``wall_s``
     ({"greedy", "samples"}) and ``problems`` (per problem: prompt, answer, greedy and
     sampled traces with their answers and correctness)."""
     methods = check_methods(methods)
+    if "bon-rm" in methods and scorer is None:
+        raise ValueError("method bon-rm needs a scorer (e.g. jaxlab.ttc.scorers.genrm_scorer)")
     check_vocab(cfg, tokenizer)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         raise ValueError(f"budget must be an int >= 1, got {budget!r}")
@@ -183,6 +194,13 @@ def run_methods(cfg, params, tokenizer, examples, task, *, methods: Sequence[str
                 cont = next(it)[0]
                 prefix = tokenizer.decode(np.asarray(s[0]["ids"][:c], np.int32))
                 inter[i].append({"cut": c, "text": prefix + cont["text"], "length": cont["length"]})
+    if "bon-rm" in methods:
+        flat = [(e.prompt, t["text"]) for e, s in zip(examples, sampled) for t in s]
+        scores = np.asarray(scorer([p for p, _ in flat], [t for _, t in flat]), np.float64)
+        if scores.shape != (len(flat),):
+            raise ValueError(f"the scorer returned shape {scores.shape} for {len(flat)} samples")
+        it = iter(scores.tolist())
+        sampled = [[{**t, "score": next(it)} for t in s] for s in sampled]
     problems = []
     for e, g, s, its in zip(examples, greedy, sampled, inter, strict=True):
         record = {"prompt": e.prompt, "answer": e.answer, "difficulty": int(e.meta.get("difficulty", 0))}
@@ -298,6 +316,8 @@ def problem_scores(record: dict, method: str, k: int, *, window: int, keep: floa
     conf = [t["trace_confidence"] for t in traces]
     if method == "bon":
         return float(any(correct)), tokens
+    if method == "bon-rm":
+        return float(best_of_n([[t["score"] for t in traces]], [correct])[0]), tokens
     if method == "vote":
         return vote_score(keys, correct, weighted_vote(keys)), tokens
     if method in ("wvote", "deepconf") and any(c is None for c in conf):

@@ -33,7 +33,8 @@ PROBLEMS = [
 
 
 def test_methods_on_hand_made_traces():
-    out = harness.score_methods(PROBLEMS, harness.METHODS[:-1], budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
+    methods = tuple(m for m in harness.METHODS if m not in ("inter", "bon-rm"))
+    out = harness.score_methods(PROBLEMS, methods, budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
                                 wall_s={"greedy": 2.0, "samples": 18.0}, n_boot=200)["methods"]
     acc = {m: [p["accuracy"] for p in out[m]["points"]] for m in out}
     tokens = {m: [p["tokens"] for p in out[m]["points"]] for m in out}
@@ -57,6 +58,40 @@ def test_methods_on_hand_made_traces():
     for m in out.values():
         for p in m["points"]:
             assert p["low"] <= p["accuracy"] <= p["high"]
+
+
+def test_best_of_k_by_a_scorer_takes_the_top_scored_samples():
+    scores = [[0.9, 0.2, 0.9, 0.1], [0.5, 0.5, 0.7, 0.1]]
+    problems = [{**p, "samples": [{**t, "score": r} for t, r in zip(p["samples"], rs)]}
+                for p, rs in zip(PROBLEMS, scores)]
+    out = harness.score_methods(problems, ("bon-rm", "bon"), budget=4, window=2, keep=0.5, warmup=2, stop_keep=0.5,
+                                n_boot=200)["methods"]
+    # A: k=1 t0 right; k=2 t0 (0.9) over t1; k=4 t0 and t2 tie at 0.9, one right: 1/2.
+    # B: k=1 t0 wrong; k=2 t0 and t1 tie at 0.5: 1/2; k=4 t2 (0.7, "8") wrong.
+    assert [p["accuracy"] for p in out["bon-rm"]["points"]] == [0.5, 0.75, 0.25]
+    assert [p["tokens"] for p in out["bon-rm"]["points"]] == [p["tokens"] for p in out["bon"]["points"]]
+
+
+def test_genrm_scorer_reads_p_yes_of_the_verification_rows():
+    import jax
+
+    from jaxlab.data.chat import verdict_ids
+    from jaxlab.data.tokenizer import BYTES
+    from jaxlab.models import transformer
+    from jaxlab.ttc.scorers import genrm_scorer, genrm_scores, scoring_rows
+
+    cfg = transformer.Config(vocab_size=264, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32)
+    params = transformer.init(cfg, jax.random.key(0))
+    problems, solutions = ["2+2=", "3+1=", "1+1="], ["4", "5", "2"]
+    score = genrm_scorer(params, cfg, BYTES, seq_len=48, chunk=2)  # two chunks, the last one padded
+    got = score(problems, solutions)
+    want = np.asarray(genrm_scores(params, scoring_rows(problems, solutions, 48, BYTES), cfg, *verdict_ids(BYTES)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.shape == (3,) and np.all((got > 0) & (got < 1))
+    with pytest.raises(ValueError, match="solutions"):
+        score(problems, solutions[:2])
+    with pytest.raises(ValueError, match="scorer"):
+        harness.run_methods(cfg, params, BYTES, [], None, methods=("bon-rm",), key=jax.random.key(0))
 
 
 def test_intermediate_answers_vote_with_the_last_answer():
@@ -89,11 +124,13 @@ def test_cli_on_a_tiny_model_matches_its_samples(tmp_path):
     out = tmp_path / "ttc"
     assert cli.main(["ttc", "tiny-random", "--task", "instructed_arithmetic", "--difficulty", "1,1", "--n", "2",
                      "--budget", "4", "--max-new-tokens", "6", "--window", "2", "--batch-size", "8",
-                     "--methods", ",".join(harness.METHODS), "--out", str(out), "--no-progress"]) == 0
+                     "--methods", ",".join(harness.METHODS), "--verifier", "tiny-random", "--verifier-seq-len", "160",
+                     "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     problems = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(problems) == 2 and all(len(p["samples"]) == 4 for p in problems)
     for p in problems:
+        assert all(0 < t["score"] < 1 for t in p["samples"])  # the verifier's p("Yes")
         for t in [p["greedy"], *p["samples"]]:
             assert 1 <= t["length"] <= 6 and len(t["confidence"]) == t["length"]
             assert t["trace_confidence"] == pytest.approx(trace_confidence(np.array(t["confidence"]), window=2))
@@ -115,6 +152,7 @@ def test_cli_on_a_tiny_model_matches_its_samples(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--methods", "greedy,magic"], "unknown method"),
+    (["--methods", "bon-rm"], "--verifier"),
     (["--task", "no_such_task"], "unknown task"),
     (["--budget", "0"], "--budget"),
     (["--difficulty", "one"], "--difficulty"),

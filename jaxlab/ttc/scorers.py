@@ -1,0 +1,95 @@
+"""Scorers of candidate solutions, for best-of-N: a trained GenRM verifier's p("Yes").
+
+A scorer is any function ``score(problems, solutions) -> [N] float`` over N (problem,
+solution) pairs, higher = more likely right; :func:`jaxlab.ttc.harness.run_methods` takes one
+for its ``bon-rm`` method (best-of-k by the scorer's top score, ties averaged:
+:mod:`jaxlab.ttc.best_of_n`).
+
+GenRM (Zhang et al. 2024, "Generative Verifiers"): the verifier reads
+``verification_record(problem, solution)`` (problem + solution + "Is the answer correct? ") and
+the score is p("Yes") at the verdict position (:func:`jaxlab.losses.verifier.p_yes`) when the
+first tokens of "Yes" and "No" differ, otherwise the whole-word two-way probability
+(:func:`jaxlab.losses.verifier.p_yes_from_logprobs`). Train one with
+``experiments/genrm_verifier.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from jaxlab.data.chat import encode_record, pad_rows, verdict_ids, verification_record
+from jaxlab.data.tokenizer import BYTES, Tokenizer
+from jaxlab.losses.lm import sequence_logprobs
+from jaxlab.losses.verifier import (first_target_index, first_token_decides, logits_at, p_yes,
+                                    p_yes_from_logprobs, verdict_word_mask)
+from jaxlab.train.batch import apply_batch
+
+Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+def verification_rows(problems: Sequence[str], solutions: Sequence[str], seq_len: int,
+                      tokenizer: Tokenizer = BYTES, verdict: bool = True) -> dict:
+    """Right-padded rows of the verification prompts with the "Yes" target (``verdict``;
+    "No" otherwise), whose first target position is where the verdict is read."""
+    return pad_rows([encode_record(verification_record(p, s, verdict), tokenizer)
+                     for p, s in zip(problems, solutions)], seq_len, tokenizer)
+
+
+def scoring_rows(problems: Sequence[str], solutions: Sequence[str], seq_len: int,
+                 tokenizer: Tokenizer = BYTES) -> dict:
+    """The rows :func:`genrm_scores` reads: "Yes" rows, plus "No" rows (``no_*``) when the
+    verdicts' first tokens do not decide."""
+    rows = verification_rows(problems, solutions, seq_len, tokenizer)
+    if not first_token_decides(*verdict_ids(tokenizer)):
+        no = verification_rows(problems, solutions, seq_len, tokenizer, verdict=False)
+        rows.update({f"no_{k}": v for k, v in no.items()})
+    return rows
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def genrm_scores(params, rows, model_cfg, yes_ids: tuple, no_ids: tuple):
+    """p("Yes") of each verification row, [B]. ``rows``: :func:`scoring_rows`. When the first
+    tokens decide: softmax(logits)[Y] at the verdict position; otherwise the whole-word
+    probability exp(log p("Yes" tokens)) of the teacher-forced "Yes" row (the "No" rows,
+    ``no_*``, give log p("No") for the two-way variant of p_yes_from_logprobs)."""
+    logits = apply_batch(params, rows, model_cfg)
+    if first_token_decides(yes_ids, no_ids):
+        return p_yes(logits_at(logits, first_target_index(rows["mask"])), yes_ids[0], no_ids[0])
+    logp_yes, _ = sequence_logprobs(logits, rows["targets"], verdict_word_mask(rows["mask"], len(yes_ids)))
+    logp_no, _ = sequence_logprobs(apply_batch(params, rows, model_cfg, prefix="no_"), rows["no_targets"],
+                                   verdict_word_mask(rows["no_mask"], len(no_ids)))
+    return p_yes_from_logprobs(logp_yes, logp_no)
+
+
+def scores_in_chunks(fn, rows: dict, chunk: int = 256) -> np.ndarray:
+    """``fn`` over ``rows`` (a dict of [N, ...] arrays) in chunks of ``chunk`` rows, the last one
+    padded to the same shape (one compilation), concatenated to [N]."""
+    n = len(rows["inputs"])
+    out = []
+    for s in range(0, n, chunk):
+        part = {k: v[s:s + chunk] for k, v in rows.items()}
+        m = len(part["inputs"])
+        if m < chunk:
+            part = {k: np.concatenate([v, np.repeat(v[:1], chunk - m, axis=0)]) for k, v in part.items()}
+        out.append(np.asarray(fn(part))[:m])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def genrm_scorer(params, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_len: int = 512, chunk: int = 64) -> Scorer:
+    """A :data:`Scorer` giving a GenRM verifier's p("Yes") (module docstring); rows longer than
+    ``seq_len`` tokens are an error (raise it rather than cut the verdict off)."""
+    yes_no = verdict_ids(tokenizer)
+
+    def score(problems: Sequence[str], solutions: Sequence[str]) -> np.ndarray:
+        if len(problems) != len(solutions):
+            raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
+        if not len(problems):
+            return np.zeros(0)
+        rows = scoring_rows(list(problems), list(solutions), seq_len, tokenizer)
+        return scores_in_chunks(lambda r: genrm_scores(params, r, model_cfg, *yes_no), rows, chunk)
+
+    return score
