@@ -40,8 +40,8 @@ The paper preset is the paper's comparison shrunk to 2 CPU cores (the paper: 8B-
 models over trillions of bytes, patch sizes 4.5 to 8): windows of 128 bytes, batches of 16,
 500 steps for each model (the entropy model, the two BLTs, the byte transformer), 128
 validation windows, patch size k = 4. Sized from step times measured before the claim's runs
-(a BLT step 0.32 s, a byte-transformer step 0.16 s on the 2 loaded cores): about 8 minutes per
-seed. The implementation gives the latent transformer one slot per byte (P = T; empty slots
+(a BLT step 0.32 s, a byte-transformer step 0.16 s on the 2 loaded cores); measured: 8.6 to
+9.8 minutes per seed, 27 minutes for the 3 seeds (smoke: about 1 minute for 2 seeds). The implementation gives the latent transformer one slot per byte (P = T; empty slots
 are masked), so on this hardware wall time does not fall with longer patches: the FLOPs per
 byte reported are what a packed implementation would spend.
 """
