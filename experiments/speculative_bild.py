@@ -52,9 +52,7 @@ MIN_AGREEMENT = 0.9
 MIN_TOKENS_PER_CALL = 1.5
 REPORT_KEYS = ["bild_tokens_per_call", "bild_speedup"]
 PRESETS = {
-    "smoke": {"model": "tiny-random", "task": "instructed_arithmetic", "difficulty": (1, 1), "n_train": 8,
-              "n_test": 2, "max_new_tokens": 8, "draft_layers": 1, "draft_vocab": 64, "distill_steps": 2,
-              "distill_batch": 2, "distill_seq_len": 128},
+    "smoke": speculation.SMOKE,
     "paper": {},
 }
 

@@ -57,9 +57,7 @@ CLAIM_VERSION = 1
 MIN_IDENTICAL = 0.95
 REPORT_KEYS = ["fixed_tokens_per_call", "svip_tokens_per_call", "fixed_speedup", "svip_speedup"]
 PRESETS = {
-    "smoke": {"model": "tiny-random", "task": "instructed_arithmetic", "difficulty": (1, 1), "n_train": 8,
-              "n_test": 2, "max_new_tokens": 8, "draft_layers": 1, "draft_vocab": 64, "distill_steps": 2,
-              "distill_batch": 2, "distill_seq_len": 128},
+    "smoke": speculation.SMOKE,
     "paper": {},
 }
 

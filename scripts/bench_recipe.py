@@ -258,16 +258,6 @@ def run_variant(variant: str, recipe: Recipe, args) -> dict:
         return {"variant": variant, **json.loads(out_path.read_text())}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def print_table(rows: list[dict], title: str) -> None:
     print(f"\n{title}")
     print("| variant | recipe | steps | train wall (s) | val bits/byte |")
@@ -319,7 +309,9 @@ def main(argv=None) -> int:
                           if getattr(r, k) != getattr(RECIPE, k))
         print(f"[{i}/{len(runs)}] {variant} {label or 'default recipe'} ...", file=sys.stderr, flush=True)
         rows.append({**run_variant(variant, r, args), "recipe": label or "default"})
-    machine = {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_avg": os.getloadavg(),
+    from jaxlab.train.mfu import cpu_model
+
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg": os.getloadavg(),
                "python": platform.python_version()}
     print_table(rows, f"{args.budget:g} s per variant, whole process; {args.data.name}; "
                       f"{machine['cpu']} ({machine['cores']} cores)")

@@ -54,6 +54,7 @@ import numpy as np
 
 from jaxlab.models import transformer
 from jaxlab.samplers import SampleConfig, generate
+from jaxlab.train.mfu import cpu_model
 
 MODEL_NAME = "smollm2-135m-instruct"
 # SmolLM2-135M's architecture (what its GGUF metadata gives)
@@ -281,19 +282,9 @@ def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict
     info = {"model": name, "draft": args.speculative, "draft_layers": 0 if lookup else d_cfg.n_layers,
             "draft_head": "none" if lookup else "full" if vocab is None else f"{len(vocab)} tokens", "gamma": args.gamma,
             "new_tokens": args.new_tokens, "repeats": args.repeats, "cpus": os.cpu_count(), "jax": jax.__version__,
-            "machine": platform.machine(), "processor": _processor(),
+            "machine": platform.machine(), "processor": cpu_model(),
             "timed": "best whole call after one warm-up call; compile time excluded"}
     return rows, info
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def speculative_markdown(rows: list[SpecRow], info: dict) -> str:

@@ -133,10 +133,6 @@ def _pin_threads(n: int) -> None:
         os.environ[var] = str(n)
 
 
-def _cpu_model() -> str:
-    return _proc_line("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
-
-
 def _cpu_flags() -> str:
     flags = set((_proc_line("/proc/cpuinfo", "flags") or "").split())
     return ",".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
@@ -574,8 +570,10 @@ def main(argv=None) -> int:
     for v in variants:
         if v not in VARIANTS:
             p.error(f"unknown variant {v!r}; expected some of {', '.join(VARIANTS)}")
+    from jaxlab.train.mfu import cpu_model  # imports without JAX
+
     machine = {
-        "cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cores": os.cpu_count(),
+        "cpu": cpu_model(), "cpu_flags": _cpu_flags(), "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)), "threads": args.threads,
         "python": platform.python_version(), "jax": _version("jax"), "jaxlib": _version("jaxlib"),
         "torch": _version("torch"), "optax": _version("optax"),

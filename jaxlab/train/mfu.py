@@ -16,7 +16,10 @@ useful work. Norms, softmax and the optimizer are left out.
 
 from __future__ import annotations
 
-from jaxlab.models import transformer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: this module imports without JAX (scripts' parent processes)
+    from jaxlab.models import transformer
 
 # Dense bf16 peak FLOP/s (no sparsity) by ``jax.Device.device_kind`` substring, from vendor sheets.
 PEAK_BF16_FLOPS = {
@@ -60,3 +63,18 @@ def peak_flops(device_kind: str) -> float | None:
 def mfu(tokens_per_s: float, cfg: transformer.Config, seq_len: int, peak: float) -> float:
     """Model FLOPs utilisation: achieved training FLOP/s over the peak."""
     return tokens_per_s * train_flops_per_token(cfg, seq_len) / peak
+
+
+def cpu_model() -> str:
+    """The host processor's model name (``/proc/cpuinfo``'s first "model name"; else what
+    :func:`platform.processor` says; else "unknown"), printed beside CPU benchmarks."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

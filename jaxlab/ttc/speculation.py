@@ -78,6 +78,11 @@ class ComparisonConfig:
                 "lookup": (SpeculativeConfig(gamma=self.lookup_gamma), LookupDraft(max_ngram=self.lookup_ngram))}
 
 
+# the smoke preset of the speculation experiments: a tiny random byte model and its unpruned copy
+SMOKE = {"model": "tiny-random", "task": "instructed_arithmetic", "difficulty": (1, 1), "n_train": 8, "n_test": 2,
+         "max_new_tokens": 8, "draft_layers": 1, "draft_vocab": 64, "distill_steps": 2, "distill_batch": 2,
+         "distill_seq_len": 128}
+
 # the settings that determine a draft (and the problems): a draft is reused only where all match
 DRAFT_KEYS = ("model", "task", "difficulty", "n_train", "n_test", "max_new_tokens", "draft_layers", "draft_vocab",
               "distill_steps", "distill_batch", "distill_seq_len", "distill_lr", "seed")
