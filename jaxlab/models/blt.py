@@ -89,7 +89,7 @@ class Config:
     encoder_layers: int = 1
     decoder_layers: int = 1
     local_window: int = 64       # bytes each local self-attention query sees (itself included)
-    ngram_sizes: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+    ngram_sizes: tuple[int, ...] = (3, 4, 5, 6, 7, 8)  # () for byte embeddings alone
     ngram_table_size: int = 4096
     decoder_kv_per_patch: int = 2  # key/value vectors each patch gives the decoder's bytes
     patching: Literal["space", "static", "entropy"] = "space"
@@ -222,6 +222,8 @@ def ngram_hashes(tokens_BT: jax.Array, positions_BT: jax.Array, sizes: tuple[int
                  table_size: int) -> jax.Array:
     """ids [#n, B, T] (int32) in [0, table_size): hash_n(t) of the module docstring for each n in
     ``sizes``; bytes before a sequence's start (position_t - i < 0) count as 0."""
+    if not sizes:  # byte embeddings only (the ablation without n-grams)
+        return jnp.zeros((0,) + tokens_BT.shape, jnp.int32)
     tok = tokens_BT.astype(jnp.uint32) + jnp.uint32(1)
     h = jnp.zeros(tokens_BT.shape, jnp.uint32)
     out = {}

@@ -52,6 +52,7 @@ def test_ngram_hashes_follow_the_formula_and_restart_with_each_sequence():
                 assert ids[k, b, t] == h
     again = blt.ngram_hashes(jnp.asarray(tokens), jnp.asarray(positions), sizes, M)
     np.testing.assert_array_equal(ids, again)  # deterministic
+    assert blt.ngram_hashes(jnp.asarray(tokens), jnp.asarray(positions), (), M).shape == (0, 2, 12)  # no n-grams
     other = tokens.copy()
     other[:, :5] = 7  # the first sequence changes: the second's hashes do not
     np.testing.assert_array_equal(
