@@ -101,7 +101,7 @@ def test_literal_choice_fields_are_checked_by_overrides():
             (RLConfig(), "kl_kind=k4", "['k1', 'k2', 'k3']"),
             (RLConfig(), "overlong=drop", "['none', 'mask', 'soft']"),
             (DPOConfig(), "reference=cached", "['precomputed', 'online']"),
-            (SFTConfig(), "loss=kl", "['ce', 'dft']")]:
+            (SFTConfig(), "loss=kl", "['ce', 'dft', 'distill']")]:
         key = override.split("=")[0]
         with pytest.raises(ConfigError, match=rf"{key}: .* is not one of {re.escape(choices)}"):
             apply_overrides(cfg, [override])
