@@ -12,7 +12,8 @@ Speculative mode (``--speculative``): the same target decodes greedily with
 ``pruned:K``, the target pruned to K layers by angular distance and not trained, or ``lookup``:
 prompt lookup, n-gram copying from the context, no model). Prompts are
 ``doc_extract`` problems through the chat template (random tokens with ``--random``/``--tiny``),
-rows stop at the tokenizer's end-of-turn token; tokens/s counts emitted tokens.
+rows stop at the tokenizer's end-of-turn token; tokens/s counts emitted tokens. Before timing,
+every verification shape (0..gamma draft tokens) is compiled (``speculative.warm_up``).
 
     ratio = speculative tokens/s / plain tokens/s       (same prompts, same run)
 
@@ -248,7 +249,7 @@ def speculative_models(args):
 
 def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict]:
     from jaxlab.samplers import pad_prompts
-    from jaxlab.samplers.speculative import SpeculativeConfig, speculative_generate
+    from jaxlab.samplers.speculative import SpeculativeConfig, speculative_generate, warm_up
 
     name, cfg, params, stops, prompts, d_cfg, d_params, vocab = speculative_models(args)
     spec = SpeculativeConfig(gamma=args.gamma, max_new_tokens=args.new_tokens)
@@ -270,6 +271,7 @@ def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict
 
         print(f"batch {B}: plain ...", file=sys.stderr, flush=True)
         plain_s, plain_out = _best_seconds(plain, args.repeats)
+        warm_up(params, cfg, d_params, d_cfg, B, max(len(p) for p in batch), spec=spec, draft_vocab=vocab)
         print(f"batch {B}: speculative ...", file=sys.stderr, flush=True)
         spec_s, spec_out = _best_seconds(speculative, args.repeats)
         plain_n = sum(len(r) for r in plain_out)

@@ -289,7 +289,6 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     round], "accepted": [[n per row] per round], "emitted": [m + 1 per round]}``.
     """
     from jaxlab.models import transformer
-    from jaxlab.samplers.generate import prompt_bucket
 
     lookup = isinstance(draft_cfg, LookupDraft)
     for name, cfg in (("target", target_cfg),) + ((("draft", draft_cfg),) if not lookup else ()):
@@ -310,11 +309,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         raise ValueError("speculative decoding needs at least one prompt, each non-empty")
     B, V, G = len(prompts), target_cfg.vocab_size, spec.gamma
     key = jax.random.key(0) if key is None else key
-    # the cached head: each row's prompt but its last token (pending), left-padded to a bucket
-    # of lengths (one compiled prefill per bucket, as in generate)
-    T = max(len(p) for p in prompts) - 1
-    T = prompt_bucket(T) if T else 0
-    slots = T + spec.max_new_tokens + G + 2
+    T, slots = _cache_shape(max(len(p) for p in prompts), spec)
     t_cache = transformer.init_cache(target_cfg, B, slots)
     d_cache = None if lookup else transformer.init_cache(draft_cfg, B, slots)
     if T:
@@ -333,8 +328,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     stops = set(int(s) for s in stop_tokens)
     stats = {"target_calls": 0, "draft_calls": 0, "drafted": [], "accepted": [], "emitted": []}
     no_q = jnp.zeros((B, 0, V), jnp.float32)
-    draft_spec = spec._only("length", "svip_c", "svip_min_accept", "fallback", "temperature")
-    verify_spec = spec._only("accept", "rollback", "temperature")
+    draft_spec, verify_spec = _step_specs(spec)
     while not done.all():
         key, k_draft, k_accept = jax.random.split(key, 3)
         index0, positions0_B = t_cache["index"], t_cache["positions"]
@@ -391,6 +385,55 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
                 done[b] = int(token) in stops or len(out[b]) >= spec.max_new_tokens
         pending_B = last_B.astype(np.int32)
     return {"tokens": out, **stats}
+
+
+def _cache_shape(prompt_len: int, spec: SpeculativeConfig) -> tuple[int, int]:
+    """(T, slots): the cached head, each row's prompt but its last token (pending) left-padded to
+    a bucket of lengths (one compiled prefill per bucket, as in generate), and the cache size."""
+    from jaxlab.samplers.generate import prompt_bucket
+
+    T = prompt_len - 1
+    T = prompt_bucket(T) if T else 0
+    return T, T + spec.max_new_tokens + spec.gamma + 2
+
+
+def _step_specs(spec: SpeculativeConfig) -> tuple[SpeculativeConfig, SpeculativeConfig]:
+    """The static configs of the draft step and of the verification (each keeps only what it reads)."""
+    return (spec._only("length", "svip_c", "svip_min_accept", "fallback", "temperature"),
+            spec._only("accept", "rollback", "temperature"))
+
+
+def warm_up(target_params: dict, target_cfg, draft_params, draft_cfg, batch_size: int, prompt_len: int, *,
+            spec: SpeculativeConfig = SpeculativeConfig(), draft_vocab=None) -> None:
+    """Compiles every step :func:`speculative_generate` can run for ``batch_size`` prompts of at
+    most ``prompt_len`` tokens (the same length bucket): the prefill, the verification for each
+    draft count 0..gamma, and the draft step reading 1 or 2 tokens. How many tokens a round
+    drafts depends on the data, so without this a timed call may compile a new shape."""
+    from jaxlab.models import transformer
+
+    lookup = isinstance(draft_cfg, LookupDraft)
+    B, V = batch_size, target_cfg.vocab_size
+    T, slots = _cache_shape(prompt_len, spec)
+    draft_spec, verify_spec = _step_specs(spec)
+    t_cache = transformer.init_cache(target_cfg, B, slots)
+    tokens = lambda n: jnp.zeros((B, n), jnp.int32)  # noqa: E731
+    if T:
+        jax.block_until_ready(_prefill(target_params, tokens(T), t_cache, tokens(T), cfg=target_cfg))
+    for k in range(spec.gamma + 1):
+        *_, cache = _verify(target_params, tokens(k + 1), jnp.zeros((B, k, V), jnp.float32), t_cache,
+                            jax.random.key(0), cfg=target_cfg, spec=verify_spec)
+        # the loop rolls back caches that jitted steps returned (committed arrays)
+        jax.block_until_ready(rollback(cache, cache["index"] + 1, cache["positions"] + 1))
+    if lookup:
+        return
+    vocab_ids = None if draft_vocab is None else jnp.asarray(draft_vocab, jnp.int32)
+    d_cache = transformer.init_cache(draft_cfg, B, slots)
+    if T:
+        jax.block_until_ready(_prefill(draft_params, tokens(T), d_cache, tokens(T), cfg=draft_cfg))
+    for n in (1, 2):
+        *_, cache = _draft_step(draft_params, tokens(n), d_cache, jax.random.key(0), vocab_ids,
+                                cfg=draft_cfg, spec=draft_spec, vocab_size=V)
+        jax.block_until_ready(rollback(cache, cache["index"] - 1, cache["positions"] - 1))
 
 
 def restrict_head(params: dict, cfg, token_ids) -> dict:

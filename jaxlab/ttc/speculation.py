@@ -6,7 +6,7 @@ the rows record
     tokens          emitted tokens (up to a stop token or ``max_new_tokens``)
     target_calls    forward passes of the target (plain greedy: one per token)
     draft_calls     forward passes of the draft
-    seconds         wall time of the call (after one warm-up call of each method: no compile)
+    seconds         wall time of the call (after warm-up calls that compile every shape)
     tokens_per_call tokens / target_calls
     agreement       share of the target's greedy tokens reproduced at the same positions
     identical       the output equals the target's greedy output
@@ -28,7 +28,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxlab.samplers import SampleConfig, generate
-from jaxlab.samplers.speculative import LookupDraft, SpeculativeConfig, speculative_generate
+from jaxlab.samplers.generate import prompt_bucket
+from jaxlab.samplers.speculative import LookupDraft, SpeculativeConfig, speculative_generate, warm_up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +157,18 @@ def compare(target: tuple, draft: tuple, prompts: Sequence[Sequence[int]],
         return run
 
     methods = {"greedy": plain, **{name: spec_run(spec, lookup) for name, (spec, lookup) in specs.items()}}
-    for run in methods.values():  # warm-up: compile outside the timed calls
-        run(list(prompts[0]))
+    # warm-up, so the timed calls compile nothing: one call of each method per length bucket
+    # (plain decoding buckets the prompt, speculation the prompt but its last token), and every
+    # verification shape a round can take (how many tokens it drafts depends on the data)
+    reps = {}
+    for prompt in prompts:
+        reps.setdefault((prompt_bucket(len(prompt)), prompt_bucket(max(len(prompt) - 1, 1))), list(prompt))
+    for rep in reps.values():
+        for run in methods.values():
+            run(rep)
+        for spec, lookup in specs.values():
+            warm_up(t_params, t_cfg, d_params if lookup is None else None, d_cfg if lookup is None else lookup, 1,
+                    len(rep), spec=spec, draft_vocab=draft_vocab if lookup is None else None)
     rows = {name: [] for name in methods}
     for prompt in tqdm(prompts, desc="speculation", disable=not progress):
         reference = None

@@ -173,3 +173,20 @@ def test_rollback_forgets_later_slots():
         speculative_generate({}, CFG, {}, dataclasses.replace(CFG, vocab_size=50), [[1]])
     with pytest.raises(ValueError, match="non-empty"):
         speculative_generate({}, CFG, {}, CFG, [[1], []])
+
+
+def test_warm_up_compiles_every_shape_a_call_can_take(models):
+    """After warm_up, decoding a prompt of the same length bucket compiles nothing."""
+    params, draft, draft_cfg = models
+    spec = svip_at_median(draft, draft_cfg)  # rounds draft 0 .. 3 tokens: several verification shapes
+    from jaxlab.samplers import speculative
+
+    steps = (speculative._verify, speculative._draft_step, speculative._prefill, speculative.rollback)
+    for f in steps:  # whatever earlier tests compiled
+        f.clear_cache()
+    speculative.warm_up(params, CFG, draft, draft_cfg, 1, 5, spec=spec)
+    sizes = {f: f._cache_size() for f in steps}
+    assert sizes[speculative._verify] == spec.gamma + 1
+    out = speculative_generate(params, CFG, draft, draft_cfg, [[3, 11, 7, 20, 5]], spec=spec)
+    assert len(set(out["drafted"])) >= 2
+    assert {f: f._cache_size() for f in sizes} == sizes
