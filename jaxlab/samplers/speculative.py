@@ -192,12 +192,12 @@ def _prefill(params, tokens_BT, cache, mask_BT, *, cfg):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "spec", "vocab_size"))
-def _draft_step(params, tokens_BT, cache, key, vocab_ids, *, cfg, spec, vocab_size):
-    """The draft reads tokens_BT (its last token is the one to continue) and proposes one token:
-    (q_BV it was drawn from, token_B, stop_B, cache)."""
+def _draft_step(params, tokens_BT, mask_BT, cache, key, vocab_ids, *, cfg, spec, vocab_size):
+    """The draft reads tokens_BT where mask_BT is 1 (its last token is the one to continue) and
+    proposes one token: (q_BV it was drawn from, token_B, stop_B, cache)."""
     from jaxlab.models import transformer
 
-    logits_BTV, cache = transformer.prefill(params, tokens_BT, cfg, cache, last_only=True)
+    logits_BTV, cache = transformer.prefill(params, tokens_BT, cfg, cache, mask_BT=mask_BT, last_only=True)
     logits_BV = _full_vocab(logits_BTV[:, -1], vocab_ids, vocab_size)
     q_BV = _distribution(logits_BV, spec.temperature)
     stop_B = draft_stops(jax.nn.softmax(logits_BV.astype(jnp.float32), -1), spec)
@@ -255,12 +255,15 @@ def lookup_proposal(context: Sequence[int], k: int, *, max_ngram: int = 3, min_n
 
 
 @jax.jit
-def rollback(cache: dict, index: jax.Array, positions_B: jax.Array) -> dict:
-    """A transformer KV cache cut back to its first ``index`` slots, each row's position count
-    set to ``positions_B``: later slots are forgotten (segment id 0) and overwritten next."""
-    keep_S = jnp.arange(cache["segment_ids"].shape[1]) < index
-    return {**cache, "index": jnp.asarray(index, jnp.int32), "positions": positions_B.astype(jnp.int32),
-            "segment_ids": cache["segment_ids"] * keep_S[None].astype(cache["segment_ids"].dtype)}
+def forget(cache: dict, start: jax.Array, keep_B: jax.Array, positions_B: jax.Array) -> dict:
+    """A transformer KV cache whose row b forgets the slots from ``start + keep_B[b]`` up to its
+    write index (segment id 0: never attended to again; the index stays, so the slots stay
+    written) and counts ``positions_B[b]`` tokens. Rows of a batch keep different numbers of a
+    round's tokens this way, without moving each other's slots."""
+    slot_S = jnp.arange(cache["segment_ids"].shape[1])
+    forget_BS = (slot_S[None] >= start + keep_B[:, None]) & (slot_S[None] < cache["index"])
+    return {**cache, "positions": positions_B.astype(jnp.int32),
+            "segment_ids": jnp.where(forget_BS, 0, cache["segment_ids"])}
 
 
 def speculative_generate(target_params: dict, target_cfg, draft_params: dict, draft_cfg, prompts, *,
@@ -268,15 +271,16 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
                          key: jax.Array | None = None, draft_vocab=None) -> dict:
     """Speculative decoding of a batch of prompts (module docstring, :class:`SpeculativeConfig`).
 
-    Each round the draft proposes up to ``spec.gamma`` tokens one at a time and the target
-    scores the pending token and all of them in one pass over its KV cache. Rows are decided
-    independently, and the batch advances by m + 1 tokens, m the fewest drafts any unfinished
-    row accepted: a row that accepted more emits its (accepted) draft token at m + 1, one that
-    accepted exactly m emits its corrected token. Each row's emitted tokens are then the first
-    m + 1 of what it would emit alone, and m is a stopping time of that stream, so with
-    ``accept="exact"`` every row still follows the target's distribution (and at temperature 0
-    is the target's greedy output). Both caches roll back past the unused tokens; the draft
-    reads a token it has not seen at the start of the next round.
+    Each round the draft proposes up to ``spec.gamma`` tokens one at a time (k for every row;
+    the round stops drafting when the length rule stops any unfinished row) and the target
+    scores the pending token and all of them in one pass over its KV cache. Each row then
+    advances on its own, by its n accepted drafts and one corrected (or bonus) token, exactly
+    as it would alone: with ``accept="exact"`` every row follows the target's distribution (at
+    temperature 0 it is the target's greedy output). The rows share the caches' write index, so
+    a row that kept fewer of the round's k + 1 slots forgets the rest (:func:`forget`: segment id
+    0, its position count set back), and each round uses k + 1 slots whatever it kept. A row
+    that accepted every draft token has the draft read that token at the start of the next
+    round (a masked slot for the other rows).
 
     prompts: a list of token-id lists (any lengths; left-padded here). The draft is any
     transformer with the target's vocabulary, e.g. :func:`jaxlab.analysis.layers.drop_layers`
@@ -286,7 +290,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     Rows stop at a stop token (included) or after ``spec.max_new_tokens``.
 
     Returns ``{"tokens": [list[int] per row], "target_calls", "draft_calls", "drafted": [k per
-    round], "accepted": [[n per row] per round], "emitted": [m + 1 per round]}``.
+    round], "accepted": [[n per row] per round], "emitted": [[n + 1 per row] per round]}``.
     """
     from jaxlab.models import transformer
 
@@ -322,7 +326,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         if not lookup:
             _, d_cache = _prefill(draft_params, jnp.asarray(head_BT), d_cache, jnp.asarray(mask_BT), cfg=draft_cfg)
     pending_B = np.asarray([p[-1] for p in prompts], np.int32)
-    unseen_B = None  # a token the draft has not read yet (its last accepted draft token)
+    unseen_B = np.zeros(B, np.int32)  # a row's last accepted draft token, not yet read by the draft
+    need_B = np.zeros(B, bool)        # ... for the rows that accepted every draft token
     out = [[] for _ in range(B)]
     done = np.zeros(B, bool)
     stops = set(int(s) for s in stop_tokens)
@@ -331,8 +336,8 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
     draft_spec, verify_spec = _step_specs(spec)
     while not done.all():
         key, k_draft, k_accept = jax.random.split(key, 3)
-        index0, positions0_B = t_cache["index"], t_cache["positions"]
-        drafts, qs, fed = [], [], 0  # fed: tokens the draft read this round, pending included
+        t_start, t_positions0_B = t_cache["index"], t_cache["positions"]
+        drafts, qs, fed = [], [], 0  # fed: draft steps this round (tokens read from pending on)
         if lookup:
             proposals = [lookup_proposal(prompts[b] + out[b], G, max_ngram=draft_cfg.max_ngram,
                                          min_ngram=draft_cfg.min_ngram) for b in range(B)]
@@ -342,20 +347,22 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
                 drafts.append(token_B)
                 qs.append(jax.nn.one_hot(token_B, V, dtype=jnp.float32))
         else:
-            x_BT = pending_B[:, None] if unseen_B is None else np.stack([unseen_B, pending_B], 1)
-            # the draft's slot and position count of the pending token, once it has read x_BT
-            d_index0 = d_cache["index"] + x_BT.shape[1] - 1
-            d_positions0_B = d_cache["positions"] + x_BT.shape[1] - 1
-        while not lookup and len(drafts) < G:
-            q_BV, token_B, stop_B, d_cache = _draft_step(
-                draft_params, jnp.asarray(x_BT, jnp.int32), d_cache, jax.random.fold_in(k_draft, fed),
-                vocab_ids, cfg=draft_cfg, spec=draft_spec, vocab_size=V)
-            fed += 1
-            if bool(np.asarray(stop_B)[~done].any()):
-                break
-            drafts.append(token_B)
-            qs.append(q_BV)
-            x_BT = np.asarray(token_B)[:, None]
+            if need_B.any():  # [the unseen token where a row has one (else a forgotten slot), pending]
+                x_BT, m_BT = np.stack([unseen_B, pending_B], 1), np.stack([need_B, np.ones(B, bool)], 1)
+            else:
+                x_BT, m_BT = pending_B[:, None], np.ones((B, 1), bool)
+            d_start = d_cache["index"] + x_BT.shape[1] - 1  # the draft's slot of the pending token
+            d_positions0_B = d_cache["positions"] + need_B.astype(np.int32)  # its count before pending
+            while len(drafts) < G:
+                q_BV, token_B, stop_B, d_cache = _draft_step(
+                    draft_params, jnp.asarray(x_BT, jnp.int32), jnp.asarray(m_BT, jnp.int32), d_cache,
+                    jax.random.fold_in(k_draft, fed), vocab_ids, cfg=draft_cfg, spec=draft_spec, vocab_size=V)
+                fed += 1
+                if bool(np.asarray(stop_B)[~done].any()):
+                    break
+                drafts.append(token_B)
+                qs.append(q_BV)
+                x_BT, m_BT = np.asarray(token_B)[:, None], np.ones((B, 1), bool)
         stats["draft_calls"] += fed
         k = len(drafts)
         tokens_BK = jnp.concatenate([jnp.asarray(pending_B)[:, None]] + [d[:, None] for d in drafts], 1)
@@ -365,36 +372,39 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
         stats["target_calls"] += 1
         n_B, next_B = np.asarray(n_B), np.asarray(next_B)
         drafts_BK = np.asarray(tokens_BK)[:, 1:]
-        m = int(n_B[~done].min())
-        last_B = np.where(n_B > m, drafts_BK[:, m], next_B) if m < k else next_B
-        emitted_BM = np.concatenate([drafts_BK[:, :m], last_B[:, None]], 1)
         stats["drafted"].append(k)
         stats["accepted"].append(n_B.tolist())
-        stats["emitted"].append(m + 1)
-        # both caches keep pending, d_1 .. d_m; the draft read only fed of those m + 1 tokens
-        t_cache = rollback(t_cache, index0 + m + 1, positions0_B + m + 1)
+        stats["emitted"].append((n_B + 1).tolist())
+        # each row keeps pending and its accepted drafts d_1 .. d_n; the draft read pending and
+        # d_1 .. d_{fed - 1}, so a row that accepted all k = fed drafts still owes it d_k
+        t_cache = forget(t_cache, t_start, jnp.asarray(n_B + 1), t_positions0_B + jnp.asarray(n_B + 1))
         if not lookup:
-            keep = min(fed, m + 1)
-            d_cache = rollback(d_cache, d_index0 + keep, d_positions0_B + keep)
-            unseen_B = drafts_BK[:, m - 1] if keep < m + 1 else None
+            keep_B = np.minimum(n_B + 1, fed)
+            d_cache = forget(d_cache, d_start, jnp.asarray(keep_B), d_positions0_B + jnp.asarray(keep_B))
+            need_B = keep_B < n_B + 1
+            unseen_B = np.zeros(B, np.int32)
+            if need_B.any():  # then every row drafted k = fed >= 1 tokens
+                unseen_B = np.where(need_B, drafts_BK[np.arange(B), np.maximum(n_B - 1, 0)], 0).astype(np.int32)
         for b in range(B):
-            for token in emitted_BM[b]:
+            for token in [*drafts_BK[b, :n_B[b]], next_B[b]]:
                 if done[b]:
                     break
                 out[b].append(int(token))
                 done[b] = int(token) in stops or len(out[b]) >= spec.max_new_tokens
-        pending_B = last_B.astype(np.int32)
+        pending_B = next_B.astype(np.int32)
     return {"tokens": out, **stats}
 
 
 def _cache_shape(prompt_len: int, spec: SpeculativeConfig) -> tuple[int, int]:
     """(T, slots): the cached head, each row's prompt but its last token (pending) left-padded to
-    a bucket of lengths (one compiled prefill per bucket, as in generate), and the cache size."""
+    a bucket of lengths (one compiled prefill per bucket, as in generate), and the cache size:
+    a round writes up to gamma + 1 slots, whatever its rows keep."""
     from jaxlab.samplers.generate import prompt_bucket
 
     T = prompt_len - 1
     T = prompt_bucket(T) if T else 0
-    return T, T + spec.max_new_tokens + spec.gamma + 2
+    # a round takes at most gamma + 1 slots of each cache and emits at least one token per row
+    return T, T + spec.max_new_tokens * (spec.gamma + 1) + 2
 
 
 def _step_specs(spec: SpeculativeConfig) -> tuple[SpeculativeConfig, SpeculativeConfig]:
@@ -407,7 +417,7 @@ def warm_up(target_params: dict, target_cfg, draft_params, draft_cfg, batch_size
             spec: SpeculativeConfig = SpeculativeConfig(), draft_vocab=None) -> None:
     """Compiles every step :func:`speculative_generate` can run for ``batch_size`` prompts of at
     most ``prompt_len`` tokens (the same length bucket): the prefill, the verification for each
-    draft count 0..gamma, and the draft step reading 1 or 2 tokens. How many tokens a round
+    draft count 0..gamma, the draft step reading 1 or 2 tokens, and :func:`forget`. How many tokens a round
     drafts depends on the data, so without this a timed call may compile a new shape."""
     from jaxlab.models import transformer
 
@@ -422,8 +432,8 @@ def warm_up(target_params: dict, target_cfg, draft_params, draft_cfg, batch_size
     for k in range(spec.gamma + 1):
         *_, cache = _verify(target_params, tokens(k + 1), jnp.zeros((B, k, V), jnp.float32), t_cache,
                             jax.random.key(0), cfg=target_cfg, spec=verify_spec)
-        # the loop rolls back caches that jitted steps returned (committed arrays)
-        jax.block_until_ready(rollback(cache, cache["index"] + 1, cache["positions"] + 1))
+        # the loop forgets slots of caches that jitted steps returned (committed arrays)
+        jax.block_until_ready(forget(cache, cache["index"] - 1, jnp.ones(B, jnp.int32), cache["positions"]))
     if lookup:
         return
     vocab_ids = None if draft_vocab is None else jnp.asarray(draft_vocab, jnp.int32)
@@ -431,9 +441,9 @@ def warm_up(target_params: dict, target_cfg, draft_params, draft_cfg, batch_size
     if T:
         jax.block_until_ready(_prefill(draft_params, tokens(T), d_cache, tokens(T), cfg=draft_cfg))
     for n in (1, 2):
-        *_, cache = _draft_step(draft_params, tokens(n), d_cache, jax.random.key(0), vocab_ids,
+        *_, cache = _draft_step(draft_params, tokens(n), tokens(n), d_cache, jax.random.key(0), vocab_ids,
                                 cfg=draft_cfg, spec=draft_spec, vocab_size=V)
-        jax.block_until_ready(rollback(cache, cache["index"] - 1, cache["positions"] - 1))
+        jax.block_until_ready(forget(cache, cache["index"] - 1, jnp.ones(B, jnp.int32), cache["positions"]))
 
 
 def restrict_head(params: dict, cfg, token_ids) -> dict:
