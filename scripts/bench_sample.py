@@ -284,7 +284,7 @@ def bench_speculative(args, batch_sizes: list[int]) -> tuple[list[SpecRow], dict
     info = {"model": name, "draft": args.speculative, "draft_layers": 0 if lookup else d_cfg.n_layers,
             "draft_head": "none" if lookup else "full" if vocab is None else f"{len(vocab)} tokens", "gamma": args.gamma,
             "new_tokens": args.new_tokens, "repeats": args.repeats, "cpus": os.cpu_count(), "jax": jax.__version__,
-            "machine": platform.machine(), "processor": cpu_model(),
+            "machine": platform.machine(), "processor": cpu_model(), "load_avg": os.getloadavg(),
             "timed": "best whole call after one warm-up call; compile time excluded"}
     return rows, info
 
@@ -294,7 +294,7 @@ def speculative_markdown(rows: list[SpecRow], info: dict) -> str:
              f"{info['draft']}: {info['draft_layers']} layers, head over {info['draft_head']}")
     lines = [f"Greedy decoding of {info['model']}, plain and speculative (draft {draft}; gamma {info['gamma']}), up to "
              f"{info['new_tokens']} new tokens, float32, CPU ({info['cpus']} cores, {info['processor']}), best of "
-             f"{info['repeats']} calls after a warm-up call.", "",
+             f"{info['repeats']} calls after a warm-up call; load average {info['load_avg'][0]:.1f} at the end.", "",
              "| batch | plain tokens/s | speculative tokens/s | ratio (speculative / plain) | tokens per target call "
              "| identical to plain |", "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
