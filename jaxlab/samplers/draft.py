@@ -1,7 +1,7 @@
 """Drafts for speculative decoding, made from the target itself.
 
 A draft must share the target's tokenizer and be much cheaper per token. Three steps, each a
-small pure function (or a trainer call), composed by :func:`build_draft`:
+small pure function (or a trainer call), composed by :func:`jaxlab.ttc.speculation.build_draft`:
 
 1. ``prune_draft``: keep ``keep`` of the target's L layers, dropping the block of L - keep
    consecutive layers whose removal changes the residual stream least by angular distance

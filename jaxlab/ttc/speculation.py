@@ -18,8 +18,8 @@ The plain side is :func:`jaxlab.samplers.generate` with the KV cache; the specul
 
 from __future__ import annotations
 
-import time
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -95,8 +95,9 @@ def draft_settings(cfg) -> dict:
 
 
 def find_draft(root, settings: dict):
-    """The ``draft`` folder under ``root`` (any depth) whose ``draft_log.json`` records exactly
-    ``settings``; FileNotFoundError naming what was looked for when none does."""
+    """The run folder under ``root`` (any depth) holding a finished ``draft/`` whose
+    ``draft_log.json`` records exactly ``settings``; FileNotFoundError naming what was looked
+    for when none does."""
     import json
     from pathlib import Path
 
