@@ -80,9 +80,10 @@ class ComparisonConfig:
 
 
 # the smoke preset of the speculation experiments: a tiny random byte model and its unpruned copy
+# (short drafts: each draft length 0..gamma is a compiled verification shape)
 SMOKE = {"model": "tiny-random", "task": "instructed_arithmetic", "difficulty": (1, 1), "n_train": 8, "n_test": 2,
          "max_new_tokens": 8, "draft_layers": 1, "draft_vocab": 64, "distill_steps": 2, "distill_batch": 2,
-         "distill_seq_len": 128}
+         "distill_seq_len": 128, "gamma": 2, "svip_gamma": 2, "bild_gamma": 2, "lookup_gamma": 2}
 
 # the settings that determine a draft (and the problems): a draft is reused only where all match
 DRAFT_KEYS = ("model", "task", "difficulty", "n_train", "n_test", "max_new_tokens", "draft_layers", "draft_vocab",
