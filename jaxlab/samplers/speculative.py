@@ -301,10 +301,7 @@ def speculative_generate(target_params: dict, target_cfg, draft_params: dict, dr
                              f"got family {cfg.family!r}")
     vocab_ids = None
     if draft_vocab is not None:
-        vocab_ids = jnp.asarray(draft_vocab, jnp.int32)
-        if vocab_ids.ndim != 1 or not len(vocab_ids) or int(vocab_ids.max()) >= target_cfg.vocab_size \
-                or int(vocab_ids.min()) < 0:
-            raise ValueError(f"draft_vocab must be a non-empty list of token ids below {target_cfg.vocab_size}")
+        vocab_ids = jnp.asarray(token_ids(draft_vocab, target_cfg.vocab_size, "draft_vocab"), jnp.int32)
     if not lookup and target_cfg.vocab_size != draft_cfg.vocab_size:
         raise ValueError(f"the draft's vocabulary ({draft_cfg.vocab_size}) is not the target's "
                          f"({target_cfg.vocab_size})")
@@ -446,14 +443,21 @@ def warm_up(target_params: dict, target_cfg, draft_params, draft_cfg, batch_size
         jax.block_until_ready(forget(cache, cache["index"] - 1, jnp.ones(B, jnp.int32), cache["positions"]))
 
 
-def restrict_head(params: dict, cfg, token_ids) -> dict:
-    """A draft whose output head covers only ``token_ids`` [V'] (e.g. the target's most frequent
+def token_ids(ids, vocab_size: int, what: str) -> np.ndarray:
+    """``ids`` as a 1-D int array, or ValueError (naming ``what``) unless it is a non-empty list
+    of ids in [0, vocab_size)."""
+    arr = np.asarray(ids, np.int64)
+    if arr.ndim != 1 or not len(arr) or arr.min() < 0 or arr.max() >= vocab_size:
+        raise ValueError(f"{what} must be a non-empty list of token ids below {vocab_size}")
+    return arr
+
+
+def restrict_head(params: dict, cfg, ids) -> dict:
+    """A draft whose output head covers only ``ids`` [V'] (e.g. the target's most frequent
     tokens): the unembedding's columns for those ids (the embedding when tied), so a draft step
     costs D * V' multiply-adds at the head instead of D * V. Use with ``speculative_generate(...,
-    draft_vocab=token_ids)`` and ``dataclasses.replace(cfg, tie_embeddings=False)``."""
-    ids = np.asarray(token_ids, np.int64)
-    if ids.ndim != 1 or not len(ids) or ids.min() < 0 or ids.max() >= cfg.vocab_size:
-        raise ValueError(f"token_ids must be a non-empty list of ids below {cfg.vocab_size}")
+    draft_vocab=ids)`` and ``dataclasses.replace(cfg, tie_embeddings=False)``."""
+    ids = token_ids(ids, cfg.vocab_size, "ids")
     if cfg.tie_embeddings:
         kernel_DV = params["embed"]["embedding"].T
     else:
