@@ -310,23 +310,14 @@ def _publish(args) -> None:
 
 
 def _maybe_initialize_distributed(args) -> None:
-    import os
-
     from jaxlab.train import distributed
 
-    coordinator = args.coordinator or os.environ.get(distributed.COORDINATOR_ENV)
-    num = args.num_processes if args.num_processes is not None else os.environ.get(distributed.NUM_PROCESSES_ENV)
-    pid = args.process_id if args.process_id is not None else os.environ.get(distributed.PROCESS_ID_ENV)
-    if not (args.distributed or coordinator):
-        if num is not None or pid is not None:
-            raise ExperimentError("--num-processes / --process-id need --coordinator (or --distributed)")
-        return
     try:
-        distributed.initialize(coordinator, None if num is None else int(num),
-                               None if pid is None else int(pid))
+        joined = distributed.initialize_from_args(args)
     except ValueError as e:
         raise ExperimentError(str(e)) from None
-    log.info("process %d of %d, %d devices in all", *_process_info())
+    if joined:
+        log.info("process %d of %d, %d devices in all", *_process_info())
 
 
 def _process_info():
@@ -351,15 +342,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--publish", action="store_true",
                      help="copy the finished run's report, results and plots to results/<experiment>/<preset>/ "
                           "(needs --preset; run from the repository root)")
-    dist = run.add_argument_group(
-        "multi-process", "run one process per host (or per GPU); every process runs the same command")
-    dist.add_argument("--distributed", action="store_true",
-                      help="join a multi-process run, detecting the cluster (TPU pod, Slurm, Open MPI) "
-                           "unless --coordinator is given")
-    dist.add_argument("--coordinator", metavar="HOST:PORT",
-                      help="address of process 0 (implies --distributed; or $JAXLAB_COORDINATOR)")
-    dist.add_argument("--num-processes", type=int, help="number of processes ($JAXLAB_NUM_PROCESSES)")
-    dist.add_argument("--process-id", type=int, help="this process's index ($JAXLAB_PROCESS_ID)")
+    from jaxlab.train import distributed
+
+    distributed.add_arguments(run)
     # Commands with parsers of their own (main() hands them their arguments); listed for --help.
     for name, text in (("convert", "convert checkpoints: hf-to-jaxlab | jaxlab-to-hf | gguf-to-jaxlab | "
                                    "jaxlab-to-gguf SRC DST"),

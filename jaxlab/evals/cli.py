@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, help="window stride for --text (default window/2)")
     p.add_argument("--out", help="output folder (default runs/eval/<model>/<task or text>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from jaxlab.train import distributed
+
+    distributed.add_arguments(p)  # each process generates its share of the problems' batches
     return p
 
 
@@ -75,6 +78,14 @@ def eval_main(argv: list[str]) -> int:
 
     import jax
 
+    from jaxlab.train import distributed
+
+    try:
+        distributed.initialize_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
     from jaxlab import tasks as tasks_lib
     from jaxlab.evals.harness import evaluate_task, evaluation_problems
     from jaxlab.evals.report import render_report, write_results
@@ -104,11 +115,13 @@ def eval_main(argv: list[str]) -> int:
             cfg, params, tokenizer, args.task, n=args.n, samples=args.samples,
             key=jax.random.PRNGKey(args.seed), temperature=args.temperature,
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, split=args.split,
-            seed=args.seed, chat=args.chat, progress=not args.no_progress)
+            seed=args.seed, chat=args.chat, progress=not args.no_progress, across_processes=True)
     if text is not None:
         results["text"] = {"file": str(args.text), **text_bits_per_byte(
             cfg, params, tokenizer, text, window=args.window, stride=args.stride,
             progress=not args.no_progress)}
+    if jax.process_index() != 0:  # every process holds the same results; process 0 writes them
+        return 0
     out = Path(args.out) if args.out else _default_out(args.model, args.task or "text")
     paths = write_results(results, out)
     print(render_report(results))

@@ -59,9 +59,13 @@ def _batch_arrays(rows: Sequence[np.ndarray], batch_size: int, pad_id: int) -> t
 
 def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cfg: SampleConfig,
              key: jax.Array, batch_size: int = 32, progress: bool = True,
-             desc: str = "generate") -> tuple[list[str], np.ndarray]:
+             desc: str = "generate", across_processes: bool = False) -> tuple[list[str], np.ndarray]:
     """One completion per prompt (repeat a prompt for several samples). Batch i draws with
-    ``fold_in(key, i)``. Returns (texts, truncated_R bool) in prompt order."""
+    ``fold_in(key, i)``. Returns (texts, truncated_R bool) in prompt order.
+
+    ``across_processes``: in a multi-process run (``params`` local to each process, e.g. loaded
+    by each), process p of P completes batches p, p + P, p + 2P, ... and the texts are gathered,
+    so every process returns what one process completing every batch would."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if len(prompts) == 0:
@@ -69,8 +73,11 @@ def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cf
     batch_size = min(batch_size, len(prompts))  # no filler rows for a short job
     stops = set(sample_cfg.stop_tokens)
     texts, truncated = [], []
-    starts = range(0, len(prompts), batch_size)
-    for i, start in enumerate(tqdm(starts, desc=desc, unit="batch", disable=not progress)):
+    starts = list(enumerate(range(0, len(prompts), batch_size)))
+    count = jax.process_count() if across_processes else 1
+    if count > 1:
+        starts = starts[jax.process_index()::count]
+    for i, start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
         rows = prompts[start:start + batch_size]
         tokens_BT, mask_BT = _batch_arrays(rows, batch_size, sample_cfg.pad_id)
         out = jax.device_get(generate(params, cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
@@ -81,6 +88,18 @@ def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cf
             stopped = ids.size > 0 and int(ids[-1]) in stops
             texts.append(tokenizer.decode(ids[:-1] if stopped else ids))
             truncated.append(not stopped and ids.size >= sample_cfg.max_new_tokens)
+    if count > 1:  # interleave the processes' batches back into prompt order
+        from jaxlab.train.distributed import allgather_json
+
+        parts = allgather_json([[i for i, _ in starts], texts, truncated])
+        by_batch = {}
+        for batches, part_texts, part_truncated in parts:
+            flat = iter(zip(part_texts, part_truncated))
+            for i in batches:
+                n = min(batch_size, len(prompts) - i * batch_size)
+                by_batch[i] = [next(flat) for _ in range(n)]
+        rows = [row for i in sorted(by_batch) for row in by_batch[i]]
+        texts, truncated = [t for t, _ in rows], [bool(x) for _, x in rows]
     return texts, np.asarray(truncated, bool)
 
 

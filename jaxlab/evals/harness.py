@@ -48,7 +48,7 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
                   key: jax.Array, temperature: float = 1.0, max_new_tokens: int | None = None,
                   batch_size: int = 32, split: str = "all", seed: int = 0, chat: bool | None = None,
                   confidence: float = 0.95, n_boot: int = stats.DEFAULT_BOOTSTRAP,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, across_processes: bool = False) -> dict:
     """Greedy accuracy, pass@k and maj@k of a model on ``task`` (a Task or its name).
 
     Args:
@@ -58,6 +58,9 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
       max_new_tokens: generation budget (default :func:`default_max_new_tokens`).
       chat: wrap prompts in the chat template (default:
         :func:`~jaxlab.evals.generation.prompts_as_chat`).
+      across_processes: in a multi-process run, each process generates its share of the
+        batches and every process gets the same results as one process
+        (:func:`~jaxlab.evals.generation.complete`).
     Returns:
       ``{"task", "knob", "n", "samples", "temperature", "max_new_tokens", "split", "seed", "chat",
       "confidence", "overall", "by_difficulty", "by_split", "problems"}``: ``overall``, each
@@ -80,14 +83,15 @@ def evaluate_task(cfg, params, tokenizer, task, *, n: int = 100, samples: int = 
 
     greedy, greedy_truncated = complete(
         cfg, params, tokenizer, prompts, sample_cfg=SampleConfig(temperature=0.0, **common),
-        key=key_greedy, batch_size=batch_size, progress=progress, desc=f"{task.name} greedy")
+        key=key_greedy, batch_size=batch_size, progress=progress, desc=f"{task.name} greedy",
+        across_processes=across_processes)
     sampled = [[] for _ in examples]
     if samples:
         rows = [p for p in prompts for _ in range(samples)]
         texts, _ = complete(
             cfg, params, tokenizer, rows, sample_cfg=SampleConfig(temperature=temperature, **common),
             key=key_samples, batch_size=batch_size, progress=progress,
-            desc=f"{task.name} {samples} samples")
+            desc=f"{task.name} {samples} samples", across_processes=across_processes)
         sampled = [texts[i * samples:(i + 1) * samples] for i in range(len(examples))]
 
     records = []

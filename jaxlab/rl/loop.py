@@ -33,6 +33,12 @@ mode "reflect" (Reflect, Retry, Reward; :mod:`jaxlab.rl.reflect`): each selected
 one first attempt; each failed one becomes a group of G reflection + retry samples, rewarded by
 the retry's score (as above), with the loss on the reflection tokens only.
 
+Several devices or processes: the rollout's rows are sampled as one SPMD program sharded over
+the mesh's batch axes (each device samples its share, with the same key as one device would
+use), each process scores its contiguous share of the rows, and the rewards are gathered, so
+every process holds the whole rollout and computes the same groups, filters and advantages;
+each feeds its share of the training rows to the step. The result is the one process's.
+
 Resume: the source's state (rollout counter, curriculum) is checkpointed; a rollout batch is
 resampled from the restored params, so a run resumed at a step that starts a rollout (a
 multiple of ppo_epochs, e.g. loop.checkpoint_every a multiple of it) continues exactly.
@@ -66,6 +72,7 @@ from jaxlab.rl.rollout import (build_rows, decode_response, default_sample_confi
                                policy_logprobs, sample_completions, sampled_responses,
                                score_responses, well_formed)
 from jaxlab.rl.shaping import OVERLONG, informative_groups, mixed_correctness_groups, soft_overlong_penalty
+from jaxlab.train import distributed
 from jaxlab.train import sharding as shd
 from jaxlab.train.fit import FitResult, LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
@@ -211,10 +218,11 @@ class RolloutSource:
     params (module docstring)."""
 
     def __init__(self, examples: Sequence, *, model_cfg: transformer.Config, rl: RLConfig,
-                 width: int | None = None, tokenizer: Tokenizer = BYTES):
+                 width: int | None = None, tokenizer: Tokenizer = BYTES, mesh=None):
         if len(examples) == 0:
             raise ValueError("RL needs at least one prompt")
         self.examples, self.model_cfg, self.rl, self.tok = list(examples), model_cfg, rl, tokenizer
+        self.mesh = mesh
         self.prompts = [encode_prompt(ex.prompt, tokenizer) for ex in self.examples]
         self.width = row_width(self.examples, rl, tokenizer) if width is None else width
         self.sample = rl.sample_config(tokenizer)
@@ -241,9 +249,10 @@ class RolloutSource:
         rl, G = self.rl, self.rl.group_size
         prompts = [self.prompts[i] for i in idx for _ in range(G)]
         exs = [self.examples[i] for i in idx for _ in range(G)]
-        out = sample_completions(params, self.model_cfg, prompts, key, self.sample)
-        texts = [decode_response(t, m, self.tok) for t, m in zip(out["tokens"], out["mask"])]
-        rewards, correct, score = self._score(exs, texts)
+        out = sample_completions(params, self.model_cfg, prompts, key, self.sample, mesh=self.mesh)
+        share = distributed.process_share(len(prompts))  # each process scores its rows
+        texts = [decode_response(t, m, self.tok) for t, m in zip(out["tokens"][share], out["mask"][share])]
+        rewards, correct, score = map(distributed.allgather_rows, self._score(exs[share], texts))
         if rl.overlong == "soft":
             rewards = rewards + rl.overlong_coef * soft_overlong_penalty(
                 out["lengths"], rl.max_new_tokens, rl.overlong_buffer)
@@ -365,6 +374,8 @@ class RolloutSource:
 
     # --- BatchSource ----------------------------------------------------------------------
     def next(self, params, step: int):
+        """This process's rows of rollout ``(step - 1) // ppo_epochs`` (every row in a single
+        process) and the rollout's metrics."""
         rollout = (step - 1) // self.rl.ppo_epochs
         now = time.perf_counter()
         update_s = None if self._last_return is None else now - self._last_return
@@ -373,6 +384,8 @@ class RolloutSource:
             self._cache = (rollout, batch, metrics)
             self.rollouts = rollout + 1
         _, batch, metrics = self._cache
+        share = distributed.process_share(self.rl.rows)
+        batch = {k: v[share] for k, v in batch.items()}
         metrics = dict(metrics)
         if update_s is not None:
             metrics["time_update_s"] = update_s
@@ -414,7 +427,10 @@ def train_rl(workdir: str | Path, examples: Sequence, *, model_cfg: transformer.
     if rl.rows % divisor:
         raise ValueError(f"prompts_per_step x group_size = {rl.rows} rows must divide by the data "
                          f"devices x grad_accum = {divisor}")
-    source = RolloutSource(examples, model_cfg=model_cfg, rl=rl, tokenizer=tokenizer)
+    if rl.mode == "reflect" and jax.process_count() > 1:
+        raise ValueError("rl.mode='reflect' runs in one process (its retries are not sharded "
+                         "across processes); use mode 'direct' for a multi-process run")
+    source = RolloutSource(examples, model_cfg=model_cfg, rl=rl, tokenizer=tokenizer, mesh=mesh)
     return fit(workdir, name=f"rl-{rl.mode}", loop=rl.loop, optim=optim, mesh=mesh,
                init_params=init_params, param_axes=models.param_axes(model_cfg),
                loss_sums_fn=functools.partial(rl_loss_sums, model_cfg=model_cfg, rl=rl),

@@ -32,8 +32,9 @@ from jaxlab import tasks as tasks_lib
 from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.models import transformer
+from jaxlab.train import sharding as shd
 from jaxlab.train.batch import apply_batch
-from jaxlab.samplers import SampleConfig, generate, pad_prompts, process_logits
+from jaxlab.samplers import SampleConfig, bucket_prompts, generate, pad_prompts, process_logits
 
 
 def decode_response(tokens_N: np.ndarray, mask_N: np.ndarray, tokenizer: Tokenizer = BYTES) -> str:
@@ -46,7 +47,7 @@ def decode_response(tokens_N: np.ndarray, mask_N: np.ndarray, tokenizer: Tokeniz
 
 def sample_completions(params: dict, model_cfg: transformer.Config, prompts: Sequence[np.ndarray],
                        key: jax.Array, sample_cfg: SampleConfig, *,
-                       batch_size: int | None = None) -> dict[str, np.ndarray]:
+                       batch_size: int | None = None, mesh=None) -> dict[str, np.ndarray]:
     """Samples one completion per prompt (repeat a prompt G times for a group). Returns host
     arrays: ``tokens``, ``logprobs`` (as sampled), ``model_logprobs``, ``mask`` [B, N] and
     ``lengths``, ``truncated`` [B] (the row hit N tokens without a stop token).
@@ -54,8 +55,18 @@ def sample_completions(params: dict, model_cfg: transformer.Config, prompts: Seq
     ``batch_size``: sample chunk c (rows c * batch_size ...) with ``fold_in(key, c)``, every
     chunk padded to ``batch_size`` rows (copies of its first prompt, dropped from the output),
     so any number of prompts runs one compiled program per prompt-length bucket. None: one
-    call on all prompts with ``key``."""
+    call on all prompts with ``key``.
+
+    ``mesh``: the rows are sharded over the mesh's batch axes (``data`` x ``fsdp``), so each
+    device, and each process of a multi-process run, samples its share of them in one SPMD
+    program with ``key`` (random bits do not depend on the sharding); the rows are padded to a
+    multiple of the batch devices with copies of the first prompt (dropped). Every process
+    passes the same prompts and gets every row back."""
     prompts = list(prompts)
+    if mesh is not None:
+        if batch_size is not None:
+            raise ValueError("give batch_size or mesh, not both")
+        return _sample_on_mesh(params, model_cfg, prompts, key, sample_cfg, mesh)
     if batch_size is not None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,6 +83,29 @@ def sample_completions(params: dict, model_cfg: transformer.Config, prompts: Seq
     tokens_BT, mask_BT = pad_prompts(prompts, sample_cfg.pad_id)
     out = jax.device_get(generate(params, model_cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
                                   key, sample_cfg))
+    return _host_output(out, sample_cfg)
+
+
+def _sample_on_mesh(params, model_cfg, prompts, key, sample_cfg, mesh) -> dict[str, np.ndarray]:
+    from jax.experimental import multihost_utils
+
+    tokens_BT, mask_BT = bucket_prompts(*pad_prompts(prompts, sample_cfg.pad_id), sample_cfg.pad_id)
+    B, d = len(prompts), shd.batch_divisor(mesh)
+    fill = -B % d
+    if fill:
+        tokens_BT = np.concatenate([tokens_BT, np.repeat(tokens_BT[:1], fill, axis=0)])
+        mask_BT = np.concatenate([mask_BT, np.repeat(mask_BT[:1], fill, axis=0)])
+    sharding = shd.batch_sharding(mesh)
+    tokens, mask = (jax.make_array_from_callback(x.shape, sharding, lambda idx, x=x: x[idx])
+                    for x in (tokens_BT, mask_BT))
+    out = generate(params, model_cfg, tokens, mask, key, sample_cfg)
+    out = jax.tree.map(lambda x: np.asarray(x) if x.is_fully_addressable
+                       else multihost_utils.process_allgather(x, tiled=True), out)
+    return {k: v[:B] for k, v in _host_output(out, sample_cfg).items()}
+
+
+def _host_output(out, sample_cfg: SampleConfig) -> dict[str, np.ndarray]:
+    """:func:`sample_completions`' dict of a host :class:`SampleOutput`."""
     mask_BN = np.asarray(out.mask)
     tokens_BN = np.asarray(out.tokens)
     N = sample_cfg.max_new_tokens

@@ -292,14 +292,19 @@ def _check_inputs(model_cfg, tokens_BT, mask_BT, sample_cfg):
         raise ValueError(f"stop_tokens {bad} are outside the vocabulary [0, {model_cfg.vocab_size})")
     if isinstance(mask_BT, jax.core.Tracer):
         return  # values unknown under an outer jit; shapes were checked above
-    mask = np.asarray(mask_BT).astype(bool)
-    if not mask[:, -1].all():
-        rows = np.flatnonzero(~mask[:, -1]).tolist()
-        raise ValueError(f"rows {rows} have no real token at T-1: prompts must be left-padded "
-                         "and non-empty (use pad_prompts)")
-    if (np.diff(mask.astype(np.int8), axis=1) < 0).any():
-        raise ValueError("mask_BT has a real token before a pad: prompts must be left-padded "
-                         "(use pad_prompts)")
+    if isinstance(mask_BT, jax.Array) and not mask_BT.is_fully_addressable:
+        blocks = [np.asarray(s.data) for s in mask_BT.addressable_shards]  # rows on this process
+    else:
+        blocks = [np.asarray(mask_BT)]
+    for mask in blocks:
+        mask = mask.astype(bool)
+        if not mask[:, -1].all():
+            rows = np.flatnonzero(~mask[:, -1]).tolist()
+            raise ValueError(f"rows {rows} have no real token at T-1: prompts must be left-padded "
+                             "and non-empty (use pad_prompts)")
+        if (np.diff(mask.astype(np.int8), axis=1) < 0).any():
+            raise ValueError("mask_BT has a real token before a pad: prompts must be left-padded "
+                             "(use pad_prompts)")
 
 
 def generate(params: dict, model_cfg: transformer.Config, tokens_BT: jax.Array, mask_BT: jax.Array,

@@ -62,3 +62,54 @@ def allgather_json(value) -> list:
 def agree_max(n: int) -> int:
     """The largest of the processes' values of ``n``."""
     return max(allgather_json(int(n)))
+
+
+def process_share(n: int) -> slice:
+    """This process's contiguous share of ``n`` rows: ``[p * n / P, (p + 1) * n / P)`` for
+    process p of P (the layout ``jax.make_array_from_process_local_data`` gives a batch sharded
+    over a mesh built from ``jax.devices()``). ``n`` must divide by P."""
+    count, index = jax.process_count(), jax.process_index()
+    if n % count:
+        raise ValueError(f"{n} rows do not divide among {count} processes")
+    per = n // count
+    return slice(index * per, (index + 1) * per)
+
+
+def allgather_rows(rows: np.ndarray) -> np.ndarray:
+    """The processes' ``rows`` (each process's share, any number of rows of the same trailing
+    shape and dtype) concatenated in process order; exact for every dtype JSON carries (ints,
+    bools, float32 and float64 values)."""
+    rows = np.asarray(rows)
+    if jax.process_count() == 1:
+        return rows
+    parts = allgather_json(rows.tolist())
+    return np.concatenate([np.asarray(p, rows.dtype).reshape((-1, *rows.shape[1:])) for p in parts])
+
+
+def add_arguments(parser) -> None:
+    """The multi-process options of a command (``jaxlab run``, ``jaxlab eval``)."""
+    group = parser.add_argument_group(
+        "multi-process", "run one process per host (or per GPU); every process runs the same command")
+    group.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run, detecting the cluster (TPU pod, Slurm, Open MPI) "
+                            "unless --coordinator is given")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help=f"address of process 0 (implies --distributed; or ${COORDINATOR_ENV})")
+    group.add_argument("--num-processes", type=int, help=f"number of processes (${NUM_PROCESSES_ENV})")
+    group.add_argument("--process-id", type=int, help=f"this process's index (${PROCESS_ID_ENV})")
+
+
+def initialize_from_args(args) -> bool:
+    """Joins a multi-process run when :func:`add_arguments`' options (or their environment
+    variables) ask for one; returns whether it did. Raises ValueError on an incomplete set."""
+    import os
+
+    coordinator = args.coordinator or os.environ.get(COORDINATOR_ENV)
+    num = args.num_processes if args.num_processes is not None else os.environ.get(NUM_PROCESSES_ENV)
+    pid = args.process_id if args.process_id is not None else os.environ.get(PROCESS_ID_ENV)
+    if not (args.distributed or coordinator):
+        if num is not None or pid is not None:
+            raise ValueError("--num-processes / --process-id need --coordinator (or --distributed)")
+        return False
+    initialize(coordinator, None if num is None else int(num), None if pid is None else int(pid))
+    return True

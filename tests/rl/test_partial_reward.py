@@ -87,7 +87,7 @@ def _stub(calls):
     return score
 
 
-def _fake_sample(params, model_cfg, prompts, key, sample_cfg):
+def _fake_sample(params, model_cfg, prompts, key, sample_cfg, mesh=None):
     """Completions "7" + EOS for every prompt, as :func:`jaxlab.rl.rollout.sample_completions` lays them out."""
     B = len(prompts)
     tokens = np.tile(np.array([[ord("7"), EOS_ID]], np.int32), (B, 1))
