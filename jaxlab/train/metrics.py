@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
-
-from tensorboardX import SummaryWriter
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -39,6 +38,21 @@ def truncate_jsonl(path: str | Path, last_step: int) -> None:
     tmp.replace(path)
 
 
+def _summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, imported without PyTorch: when PyTorch is installed
+    (the test extra) and not yet imported, tensorboardX's import would load it only to accept
+    torch tensors, which jaxlab never passes, for about 4 seconds of every run's start-up."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 def _clean(value):
     value = float(value)
     return value if math.isfinite(value) else str(value)
@@ -54,7 +68,7 @@ class MetricWriter:
             return
         truncate_jsonl(self.path, start_step)
         self._file = open(self.path, "a")
-        self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=start_step + 1,
+        self._tb = _summary_writer_class()(str(Path(workdir) / "tensorboard"), purge_step=start_step + 1,
                                  flush_secs=10)
 
     def write(self, step: int, scalars: dict, *, prefix: str = "") -> None:
