@@ -48,7 +48,7 @@ def data_overrides(tmp_path_factory) -> list[str]:
 
 def _launch(workdir: Path, overrides: list[str], n: int = 2) -> None:
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2"),
            "JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen(
         [sys.executable, "-m", "jaxlab", "run", str(QUICKSTART), "--workdir", str(workdir),
