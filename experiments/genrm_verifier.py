@@ -25,7 +25,7 @@ Protocol (one seed; the seed draws the problems, the data order and the samples)
      the whole-word probability of a teacher-forced row (``genrm_scores``).
   4. Classifier head, initialised from the generator, on the same verification prompts and
      labels: z = w . h + b on the final hidden state (after the final norm) at the same
-     position, binary cross-entropy (``jaxlab.losses.classifier``), with the same steps,
+     position, binary cross-entropy (the outcome reward model of ``jaxlab.ttc.scorers``), with the same steps,
      batch size and optimiser.
   5. Selection among the 16 samples of each test problem: the highest GenRM p("Yes"), the
      highest classifier z (``jaxlab.ttc.best_of_n``; a tie scores the mean of the tied
@@ -77,7 +77,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab import stats, tasks, ttc
-from jaxlab.analysis.displacement import unembedding_inputs
 from jaxlab.data.chat import (
     encode_prompt,
     encode_record,
@@ -87,9 +86,7 @@ from jaxlab.data.chat import (
 )
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.evals.scoring import answer_key, majority_vote
-from jaxlab.losses.classifier import binary_cross_entropy, init_linear_head, linear_head
 from jaxlab.losses.lm import cross_entropy_sums
-from jaxlab.losses.verifier import first_target_index, logits_at
 from jaxlab.models import transformer
 from jaxlab.peft.adapters import AdapterSpec
 from jaxlab.peft.runs import trainer_adapter
@@ -99,7 +96,8 @@ from jaxlab.train.fit import LoopConfig, fit
 from jaxlab.train.optim import OptimConfig
 from jaxlab.train.sharding import MeshConfig, experiment_mesh
 from jaxlab.train.sft import sft_loss_sums
-from jaxlab.ttc.scorers import genrm_scores, scores_in_chunks, scoring_rows, verification_rows
+from jaxlab.ttc.scorers import (genrm_scores, reward_init, reward_logits_jit, reward_loss_sums,
+                                reward_param_axes, scores_in_chunks, scoring_rows, verification_rows)
 
 CLAIM = ("Best-of-16 selection by GenRM p(\"Yes\") is more accurate than the stronger of classifier-head "
          "best-of-16 (trained on the same labelled samples) and majority vote over the 16 samples.")
@@ -187,9 +185,6 @@ def sample_solutions(params, model_cfg, prompts: list[str], n: int, *, temperatu
         out = np.asarray(generate(params, model_cfg, t, m, jax.random.fold_in(key, c), sample_cfg).tokens)
         texts += [tok.decode(out[i], stop_at_eos=True).replace("\n", " ") for i in range(k)]
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-
 
 
 def record_rows(records, seq_len: int, tokenizer: Tokenizer = BYTES) -> dict:
@@ -299,48 +294,7 @@ def train_genrm(workdir, verify_records, correct_records, *, cfg: Config, loop: 
                normalize_fn=_genrm_normalize, progress=progress)
 
 
-
-
-
-
-
-
-# ---------------------------------------------------------------- classifier head
-
-def classifier_init(trunk: dict, d_model: int) -> dict:
-    return {"model": trunk, "head": init_linear_head(d_model)}
-
-
-def classifier_axes(path: str) -> tuple:
-    if path.startswith("model/"):
-        return transformer.param_axes(path[len("model/"):])
-    return {"head/kernel": ("embed",), "head/bias": ()}[path]
-
-
-def classifier_logits(params, rows, model_cfg):
-    """The head's logit w.h + b at the verdict position of each row, [B]."""
-    hidden = unembedding_inputs(params["model"], model_cfg, rows["inputs"],
-                                positions_BT=rows["positions"], segment_ids_BT=rows["segment_ids"])
-    h = logits_at(hidden, first_target_index(rows["mask"]))
-    return linear_head(h, params["head"]["kernel"], params["head"]["bias"])
-
-
-classifier_scores = jax.jit(classifier_logits, static_argnums=2)
-
-
-def classifier_loss_sums(params, batch, key, *, model_cfg):
-    """Binary cross-entropy sums over the rows, count = rows."""
-    del key
-    z = classifier_logits(params, batch, model_cfg)
-    y = batch["label"]
-    return {"loss": jnp.sum(binary_cross_entropy(z, y)),
-            "accuracy": jnp.sum(((z > 0) == (y > 0.5)).astype(jnp.float32)),
-            "count": jnp.asarray(y.shape[0], jnp.float32)}
-
-
 # ---------------------------------------------------------------- selection and statistics
-
-
 
 
 def majority_per_problem(keys_PN: list[list], correct_PN: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -423,8 +377,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
                                    cfg.seq_len, tok)
     train_rows["label"] = np.asarray([c for _, _, c in train_items], np.float32)
     clf = fit(workdir / "classifier", name="classifier", loop=loop, optim=cfg.verifier_optim, mesh=mesh,
-              init_params=classifier_init(gen_params, model_cfg.d_model), param_axes=classifier_axes,
-              loss_sums_fn=functools.partial(classifier_loss_sums, model_cfg=model_cfg),
+              init_params=reward_init(gen_params, model_cfg.d_model), param_axes=reward_param_axes,
+              loss_sums_fn=functools.partial(reward_loss_sums, model_cfg=model_cfg),
               source=RowSource(train_rows, cfg.batch_size, cfg.seed), progress=progress)
 
     # 5. selection on the test problems
@@ -434,7 +388,7 @@ def run(cfg: Config, workdir: Path, *, progress: bool = True) -> dict:
     genrm_params = genrm.params  # merged with the base under genrm_peft
     g_PN = scores_in_chunks(lambda r: genrm_scores(genrm_params, r, model_cfg, *yes_no), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)
-    c_PN = scores_in_chunks(lambda r: classifier_scores(clf.state.params, r, model_cfg), test_rows,
+    c_PN = scores_in_chunks(lambda r: reward_logits_jit(clf.state.params, r, model_cfg), test_rows,
                              cfg.score_chunk).reshape(correct_PN.shape)
     per_problem = {"genrm": ttc.best_of_n(g_PN, correct_PN), "classifier": ttc.best_of_n(c_PN, correct_PN),
                    "majority": majority_per_problem(keys_PN, correct_PN), "oracle": correct_PN.max(1)}

@@ -1,6 +1,10 @@
 """``jaxlab eval MODEL [--task NAME] [--text FILE] ...``: a thin wrapper over
 :func:`jaxlab.evals.evaluate_task` and :func:`jaxlab.evals.text_bits_per_byte` that writes
-``results.json``, ``completions.jsonl``, ``report.md`` and ``eval.png`` into ``--out``."""
+``results.json``, ``completions.jsonl``, ``report.md`` and ``eval.png`` into ``--out``.
+
+With the multi-process options (``--coordinator``, ``--num-processes``, ``--process-id``, as
+``jaxlab run``), every process loads the model, generates its share of the batches, and
+process 0 writes what one process would have written."""
 
 from __future__ import annotations
 

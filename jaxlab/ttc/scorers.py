@@ -1,4 +1,5 @@
-"""Scorers of candidate solutions, for best-of-N: a trained GenRM verifier's p("Yes").
+"""Scorers of candidate solutions, for best-of-N: a trained GenRM verifier's p("Yes"), or an
+outcome reward model's p(correct) from a scalar head.
 
 A scorer is any function ``score(problems, solutions) -> [N] float`` over N (problem,
 solution) pairs, higher = more likely right; :func:`jaxlab.ttc.harness.run_methods` takes one
@@ -11,6 +12,16 @@ the score is p("Yes") at the verdict position (:func:`jaxlab.losses.verifier.p_y
 first tokens of "Yes" and "No" differ, otherwise the whole-word two-way probability
 (:func:`jaxlab.losses.verifier.p_yes_from_logprobs`). Train one with
 ``experiments/genrm_verifier.py``.
+
+Outcome reward model (the discriminative verifier GenRM is compared with; Cobbe et al. 2021):
+the same verification prompt through the model's trunk, and a linear head on the hidden state
+h at the verdict position,
+
+    z = w . h + b,    score = sigma(z) = p(correct),
+    loss = binary cross-entropy(z, y) over (problem, solution, y = 1 if right else 0),
+
+with params ``{"model": trunk, "head": {"kernel": [D], "bias": []}}`` (:func:`reward_init`,
+:func:`reward_loss_sums` for :func:`jaxlab.train.fit.fit`, :func:`reward_scorer`).
 """
 
 from __future__ import annotations
@@ -19,13 +30,17 @@ import functools
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.analysis.displacement import unembedding_inputs
 from jaxlab.data.chat import encode_record, pad_rows, verdict_ids, verification_record
 from jaxlab.data.tokenizer import BYTES, Tokenizer
+from jaxlab.losses.classifier import binary_cross_entropy, init_linear_head, linear_head
 from jaxlab.losses.lm import sequence_logprobs
 from jaxlab.losses.verifier import (first_target_index, first_token_decides, logits_at, p_yes,
                                     p_yes_from_logprobs, verdict_word_mask)
+from jaxlab.models import transformer
 from jaxlab.train.batch import apply_batch
 
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -91,5 +106,56 @@ def genrm_scorer(params, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_len: in
             return np.zeros(0)
         rows = scoring_rows(list(problems), list(solutions), seq_len, tokenizer)
         return scores_in_chunks(lambda r: genrm_scores(params, r, model_cfg, *yes_no), rows, chunk)
+
+    return score
+
+
+def reward_init(trunk: dict, d_model: int) -> dict:
+    """Reward-model params: the model ``trunk`` and a zero head (every score 1/2 at first)."""
+    return {"model": trunk, "head": init_linear_head(d_model)}
+
+
+def reward_param_axes(path: str) -> tuple:
+    """Logical axes of :func:`reward_init`'s params (the trunk's as the transformer's)."""
+    if path.startswith("model/"):
+        return transformer.param_axes(path[len("model/"):])
+    return {"head/kernel": ("embed",), "head/bias": ()}[path]
+
+
+def reward_logits(params: dict, rows: dict, model_cfg) -> jax.Array:
+    """The head's logit z = w . h + b at the verdict position of each row, float32 [B]
+    (``rows``: :func:`verification_rows`)."""
+    hidden_BTD = unembedding_inputs(params["model"], model_cfg, rows["inputs"],
+                                    positions_BT=rows["positions"], segment_ids_BT=rows["segment_ids"])
+    h_BD = logits_at(hidden_BTD, first_target_index(rows["mask"]))
+    return linear_head(h_BD, params["head"]["kernel"], params["head"]["bias"])
+
+
+def reward_loss_sums(params: dict, batch: dict, key=None, *, model_cfg) -> dict:
+    """Binary cross-entropy of :func:`reward_logits` against ``batch["label"]`` (1 = right),
+    summed over the rows, with the head's accuracy (z > 0 on right answers) and count = rows."""
+    del key
+    z_B = reward_logits(params, batch, model_cfg)
+    y_B = batch["label"]
+    return {"loss": jnp.sum(binary_cross_entropy(z_B, y_B)),
+            "accuracy": jnp.sum(((z_B > 0) == (y_B > 0.5)).astype(jnp.float32)),
+            "count": jnp.asarray(y_B.shape[0], jnp.float32)}
+
+
+reward_logits_jit = jax.jit(reward_logits, static_argnums=2)
+
+
+def reward_scorer(params: dict, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_len: int = 512,
+                  chunk: int = 64) -> Scorer:
+    """A :data:`Scorer` giving an outcome reward model's p(correct) = sigma(z)."""
+
+    def score(problems: Sequence[str], solutions: Sequence[str]) -> np.ndarray:
+        if len(problems) != len(solutions):
+            raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
+        if not len(problems):
+            return np.zeros(0)
+        rows = verification_rows(list(problems), list(solutions), seq_len, tokenizer)
+        z = scores_in_chunks(lambda r: reward_logits_jit(params, r, model_cfg), rows, chunk)
+        return 1.0 / (1.0 + np.exp(-z))
 
     return score

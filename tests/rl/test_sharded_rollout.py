@@ -59,7 +59,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_sample_and_evaluate_like_one(tmp_path):
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2"), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=2")}
     procs = [subprocess.Popen([sys.executable, str(FIXTURE), str(port), str(i), "2", str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
