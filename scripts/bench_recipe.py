@@ -86,6 +86,19 @@ def with_settings(recipe: Recipe, settings: list[str]) -> Recipe:
     return dataclasses.replace(recipe, **changes)
 
 
+def parse_grid(items: list[str]) -> dict[str, tuple]:
+    """``["d_model=96,128", ...]`` -> ``{"d_model": ("96", "128"), ...}`` (values typed later by
+    :func:`with_settings`); an unknown field or an empty list of values is an error."""
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or key not in fields or not values.strip(","):
+            raise SystemExit(f"error: --grid {item!r} is not KEY=V1,V2 with KEY one of {sorted(fields)}")
+        grid[key] = tuple(v for v in values.split(",") if v)
+    return grid
+
+
 # --------------------------------------------------------------------------- data (no framework)
 
 
@@ -277,6 +290,9 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--set", nargs="*", default=[], dest="settings", metavar="KEY=VALUE")
     p.add_argument("--sweep", action="store_true", help="jaxlab alone over the SWEEP grid")
+    p.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",
+                   help="with --sweep: sweep only these recipe fields over these values (the rest "
+                        "as the recipe), e.g. --grid d_model=96,128 seq_len=128,256")
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the rows and machine as JSON")
@@ -298,9 +314,13 @@ def main(argv=None) -> int:
         return 2
     recipe = with_settings(RECIPE, args.settings)
     load_bytes(args.data)  # refuse a too-short file before starting anything
+    if args.grid and not args.sweep:
+        print("error: --grid needs --sweep", file=sys.stderr)
+        return 2
     if args.sweep:
-        runs = [(dataclasses.replace(recipe, **dict(zip(SWEEP, values))), "jaxlab")
-                for values in itertools.product(*SWEEP.values())]
+        grid = SWEEP if not args.grid else parse_grid(args.grid)
+        runs = [(with_settings(recipe, [f"{k}={v}" for k, v in zip(grid, values)]), "jaxlab")
+                for values in itertools.product(*grid.values())]
     else:
         runs = [(recipe, v) for v in variants]
     rows = []

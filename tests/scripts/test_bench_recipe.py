@@ -70,3 +70,12 @@ def test_bad_input_is_refused(text, tmp_path, capsys):
     with pytest.raises(SystemExit, match="lr: expected a float"):
         bench.with_settings(bench.RECIPE, ["lr=fast"])
     assert bench.with_settings(bench.RECIPE, ["lr=0.01", "n_layers=2"]).n_layers == 2
+    assert bench.main(["--data", str(text), "--grid", "d_model=96,128"]) == 2
+    assert "--grid needs --sweep" in capsys.readouterr().err
+
+
+def test_grid_names_the_swept_fields_and_their_values():
+    assert bench.parse_grid(["d_model=96,128", "lr=0.003"]) == {"d_model": ("96", "128"), "lr": ("0.003",)}
+    for bad in ("width=96", "d_model=", "d_model"):
+        with pytest.raises(SystemExit, match="is not KEY=V1,V2"):
+            bench.parse_grid([bad])
