@@ -163,6 +163,17 @@ def _nested(flat: dict) -> dict:
     return out
 
 
+def random_lm_batch(B: int, T: int, vocab_size: int, seed: int) -> dict:
+    """A language-model batch of uniform random tokens, one segment per row (the benchmarks'
+    batch: what the step computes does not depend on the values)."""
+    import numpy as np
+
+    tokens = np.random.default_rng(seed).integers(0, vocab_size, (B, T + 1)).astype(np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": np.ones((B, T), np.float32),
+            "segment_ids": np.ones((B, T), np.int32),
+            "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()}
+
+
 def _summary(times: list[float], tokens_per_step: int) -> dict:
     med = statistics.median(times)
     return {"step_s_median": med, "step_s_min": min(times), "step_s_max": max(times),
@@ -342,11 +353,7 @@ def run_mfu(args) -> int:
     n_params = transformer.count_params(state.params)
     step_fn = jit_train_step(mesh, state_sh, optimizer=optimizer,
                              loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg))
-    rng = np.random.default_rng(args.seed)
-    tokens = rng.integers(0, cfg.vocab_size, (B, T + 1)).astype(np.int32)
-    batch = shd.global_batch({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-                              "mask": np.ones((B, T), np.float32), "segment_ids": np.ones((B, T), np.int32),
-                              "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (B, T))}, mesh)
+    batch = shd.global_batch(random_lm_batch(B, T, cfg.vocab_size, args.seed), mesh)
     for _ in range(args.warmup):
         state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))

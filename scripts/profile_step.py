@@ -146,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     import functools
 
     import jax
-    import numpy as np
 
-    from bench_train import model_spec
+    from bench_train import model_spec, random_lm_batch
     from jaxlab import config as config_lib
     from jaxlab.models import transformer
     from jaxlab.train import sharding as shd
@@ -170,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     state = jax.jit(lambda p_: state_lib.create(p_, optimizer, 0), out_shardings=state_sh)(params)
     step = jit_train_step(mesh, state_sh, loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg),
                           optimizer=optimizer)
-    tokens = np.random.default_rng(0).integers(0, 256, (B, T + 1)).astype(np.int32)
-    batch = shd.global_batch({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-                              "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy(),
-                              "segment_ids": np.ones((B, T), np.int32),
-                              "mask": np.ones((B, T), np.float32)}, mesh)
+    batch = shd.global_batch(random_lm_batch(B, T, 256, 0), mesh)
     for _ in range(args.warmup):
         state, metrics = step(state, batch)
         jax.block_until_ready((state, metrics))
