@@ -94,20 +94,27 @@ def scores_in_chunks(fn, rows: dict, chunk: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def genrm_scorer(params, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_len: int = 512, chunk: int = 64) -> Scorer:
-    """A :data:`Scorer` giving a GenRM verifier's p("Yes") (module docstring); rows longer than
-    ``seq_len`` tokens are an error (raise it rather than cut the verdict off)."""
-    yes_no = verdict_ids(tokenizer)
+def pair_scorer(score_pairs: Callable[[list, list], np.ndarray]) -> Scorer:
+    """A :data:`Scorer` from ``score_pairs(problems, solutions)`` on non-empty lists of equal
+    length: checks that the two sequences pair up and gives [] for none."""
 
     def score(problems: Sequence[str], solutions: Sequence[str]) -> np.ndarray:
         if len(problems) != len(solutions):
             raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
         if not len(problems):
             return np.zeros(0)
-        rows = scoring_rows(list(problems), list(solutions), seq_len, tokenizer)
-        return scores_in_chunks(lambda r: genrm_scores(params, r, model_cfg, *yes_no), rows, chunk)
+        return score_pairs(list(problems), list(solutions))
 
     return score
+
+
+def genrm_scorer(params, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_len: int = 512, chunk: int = 64) -> Scorer:
+    """A :data:`Scorer` giving a GenRM verifier's p("Yes") (module docstring); rows longer than
+    ``seq_len`` tokens are an error (raise it rather than cut the verdict off)."""
+    yes_no = verdict_ids(tokenizer)
+    return pair_scorer(lambda problems, solutions: scores_in_chunks(
+        lambda r: genrm_scores(params, r, model_cfg, *yes_no),
+        scoring_rows(problems, solutions, seq_len, tokenizer), chunk))
 
 
 def reward_init(trunk: dict, d_model: int) -> dict:
@@ -149,13 +156,9 @@ def reward_scorer(params: dict, model_cfg, tokenizer: Tokenizer = BYTES, *, seq_
                   chunk: int = 64) -> Scorer:
     """A :data:`Scorer` giving an outcome reward model's p(correct) = sigma(z)."""
 
-    def score(problems: Sequence[str], solutions: Sequence[str]) -> np.ndarray:
-        if len(problems) != len(solutions):
-            raise ValueError(f"{len(problems)} problems but {len(solutions)} solutions")
-        if not len(problems):
-            return np.zeros(0)
-        rows = verification_rows(list(problems), list(solutions), seq_len, tokenizer)
+    def p_correct(problems: list, solutions: list) -> np.ndarray:
+        rows = verification_rows(problems, solutions, seq_len, tokenizer)
         z = scores_in_chunks(lambda r: reward_logits_jit(params, r, model_cfg), rows, chunk)
         return 1.0 / (1.0 + np.exp(-z))
 
-    return score
+    return pair_scorer(p_correct)
