@@ -68,8 +68,8 @@ class MetricWriter:
             return
         truncate_jsonl(self.path, start_step)
         self._file = open(self.path, "a")
-        self._tb = _summary_writer_class()(str(Path(workdir) / "tensorboard"), purge_step=start_step + 1,
-                                 flush_secs=10)
+        self._tb = _summary_writer_class()(str(Path(workdir) / "tensorboard"),
+                                           purge_step=start_step + 1, flush_secs=10)
 
     def write(self, step: int, scalars: dict, *, prefix: str = "") -> None:
         if not self.enabled:
