@@ -17,11 +17,14 @@ CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "dot"}
 TESTED_JAXLIB_SERIES = ("0.10.",)
 
 
-def cpu_flags_to_add(xla_flags: str, jaxlib_version: str, opt_out: str | None) -> list[str]:
-    """The ``--name=value`` flags to append to ``XLA_FLAGS`` (pure; see module docstring)."""
+def cpu_flags_to_add(xla_flags: str, jaxlib_version: str, opt_out: str | None,
+                     flags: dict[str, str] = CPU_FLAGS) -> list[str]:
+    """The ``--name=value`` flags of ``flags`` to append to ``XLA_FLAGS`` (pure; see module
+    docstring): none on an untested jaxlib series or with ``opt_out == "1"``, and never one the
+    user has set."""
     if opt_out == "1" or not jaxlib_version.startswith(TESTED_JAXLIB_SERIES):
         return []
-    return [f"--{name}={value}" for name, value in CPU_FLAGS.items() if f"--{name}" not in xla_flags]
+    return [f"--{name}={value}" for name, value in flags.items() if f"--{name}" not in xla_flags]
 
 
 def apply() -> None:

@@ -174,6 +174,23 @@ def random_lm_batch(B: int, T: int, vocab_size: int, seed: int) -> dict:
             "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()}
 
 
+def timed_steps(step_fn, state, batch, warmup: int, steps: int):
+    """(state, last metrics, seconds of each timed step): ``warmup`` untimed steps (compilation
+    happens there), then ``steps`` steps each timed to ``jax.block_until_ready``."""
+    import jax
+
+    for _ in range(warmup):
+        state, metrics = step_fn(state, batch)
+        jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    return state, metrics, times
+
+
 def _summary(times: list[float], tokens_per_step: int) -> dict:
     med = statistics.median(times)
     return {"step_s_median": med, "step_s_min": min(times), "step_s_max": max(times),
@@ -354,15 +371,7 @@ def run_mfu(args) -> int:
     step_fn = jit_train_step(mesh, state_sh, optimizer=optimizer,
                              loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg))
     batch = shd.global_batch(random_lm_batch(B, T, cfg.vocab_size, args.seed), mesh)
-    for _ in range(args.warmup):
-        state, metrics = step_fn(state, batch)
-    jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        state, metrics = step_fn(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
+    state, metrics, times = timed_steps(step_fn, state, batch, args.warmup, args.steps)
     summary = _summary(times, B * T)
     flops_tok = mfu.train_flops_per_token(cfg, T)
     achieved = summary["tokens_per_s"] * flops_tok

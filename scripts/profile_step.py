@@ -42,7 +42,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from bench_train import model_spec, random_lm_batch
+    from bench_train import model_spec, random_lm_batch, timed_steps
     from jaxlab import config as config_lib
     from jaxlab.models import transformer
     from jaxlab.train import sharding as shd
@@ -164,21 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     mesh = shd.make_mesh(shd.MeshConfig(data=1, fsdp=1), devices=jax.devices()[:1])
     optimizer = make_optimizer(OptimConfig(**spec["optim"]), args.warmup + args.steps + args.trace_steps)
     params = transformer.init(cfg, jax.random.key(0))
-    state_sh = state_shardings(jax.eval_shape(lambda p_: state_lib.create(p_, optimizer, 0), params),
-                               mesh, transformer.param_axes)
-    state = jax.jit(lambda p_: state_lib.create(p_, optimizer, 0), out_shardings=state_sh)(params)
+
+    def init_state(p_):
+        return state_lib.create(p_, optimizer, 0)
+
+    state_sh = state_shardings(jax.eval_shape(init_state, params), mesh, transformer.param_axes)
+    state = jax.jit(init_state, out_shardings=state_sh)(params)
     step = jit_train_step(mesh, state_sh, loss_sums_fn=functools.partial(lm_loss_sums, model_cfg=cfg),
                           optimizer=optimizer)
     batch = shd.global_batch(random_lm_batch(B, T, 256, 0), mesh)
-    for _ in range(args.warmup):
-        state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
+    state, metrics, times = timed_steps(step, state, batch, args.warmup, args.steps)
     if args.time_only:
         print(json.dumps({"step_ms": statistics.median(times) * 1000, "loss": float(metrics["loss"])}))
         return 0

@@ -23,11 +23,13 @@ import os
 os.environ.setdefault("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
-from jaxlib import version as _jaxlib_version  # noqa: E402  (does not start a backend)
+from jaxlab import _xla_flags  # noqa: E402  (neither starts a backend)
+from jaxlib import version as _jaxlib_version  # noqa: E402
 
-if "--xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"] \
-        and _jaxlib_version.__version__.startswith("0.10."):  # the series it was measured on
-    os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
+# on the jaxlib series it was measured on, unless XLA_FLAGS already sets it
+os.environ["XLA_FLAGS"] = " ".join([os.environ["XLA_FLAGS"], *_xla_flags.cpu_flags_to_add(
+    os.environ["XLA_FLAGS"], _jaxlib_version.__version__, None,
+    flags={"xla_cpu_use_fusion_emitters": "false"})])
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402

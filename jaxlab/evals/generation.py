@@ -72,35 +72,30 @@ def complete(cfg, params, tokenizer, prompts: Sequence[np.ndarray], *, sample_cf
         return [], np.zeros((0,), bool)
     batch_size = min(batch_size, len(prompts))  # no filler rows for a short job
     stops = set(sample_cfg.stop_tokens)
-    texts, truncated = [], []
     starts = list(enumerate(range(0, len(prompts), batch_size)))
     count = jax.process_count() if across_processes else 1
     if count > 1:
         starts = starts[jax.process_index()::count]
+    done = []  # (batch index, texts, truncated) of the batches this process completed
     for i, start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
         rows = prompts[start:start + batch_size]
         tokens_BT, mask_BT = _batch_arrays(rows, batch_size, sample_cfg.pad_id)
         out = jax.device_get(generate(params, cfg, jnp.asarray(tokens_BT), jnp.asarray(mask_BT),
                                       jax.random.fold_in(key, i), sample_cfg))
         tokens_BN, mask_BN = np.asarray(out.tokens), np.asarray(out.mask)
+        texts, truncated = [], []
         for b in range(len(rows)):
             ids = tokens_BN[b][mask_BN[b] > 0]
             stopped = ids.size > 0 and int(ids[-1]) in stops
             texts.append(tokenizer.decode(ids[:-1] if stopped else ids))
-            truncated.append(not stopped and ids.size >= sample_cfg.max_new_tokens)
-    if count > 1:  # interleave the processes' batches back into prompt order
+            truncated.append(bool(not stopped and ids.size >= sample_cfg.max_new_tokens))
+        done.append((i, texts, truncated))
+    if count > 1:  # every process's batches, back in prompt order
         from jaxlab.train.distributed import allgather_json
 
-        parts = allgather_json([[i for i, _ in starts], texts, truncated])
-        by_batch = {}
-        for batches, part_texts, part_truncated in parts:
-            flat = iter(zip(part_texts, part_truncated))
-            for i in batches:
-                n = min(batch_size, len(prompts) - i * batch_size)
-                by_batch[i] = [next(flat) for _ in range(n)]
-        rows = [row for i in sorted(by_batch) for row in by_batch[i]]
-        texts, truncated = [t for t, _ in rows], [bool(x) for _, x in rows]
-    return texts, np.asarray(truncated, bool)
+        done = sorted((tuple(batch) for part in allgather_json(done) for batch in part), key=lambda d: d[0])
+    return ([t for _, texts, _ in done for t in texts],
+            np.asarray([x for _, _, truncated in done for x in truncated], bool))
 
 
 def greedy_correct(model_cfg, params, tok, task, examples, *, max_new_tokens: int,
