@@ -20,8 +20,9 @@ Per seed, on the embedded corpus (Python's own documentation, jaxlab.data.corpus
 
 Also reported, not part of the claim: a byte-level transformer the size of the latent
 transformer, trained the same way (its forward work per byte is about k times the latent's);
-rough forward FLOPs per byte of each model (2 x the parameters a byte or patch passes through,
-attention's score products left out); every model's bits per byte on the same windows with
+forward matmul FLOPs per byte of each model (jaxlab.train.mfu; the entropy model not counted;
+``experiments/blt_vs_bytes.py`` compares a BLT and a byte transformer at matched training
+FLOPs); every model's bits per byte on the same windows with
 ``noise`` of their bytes replaced by random letters (the paper's noise-robustness idea: the
 increase over clean text); the entropy patches' length distribution on validation.
 
@@ -41,28 +42,24 @@ models over trillions of bytes, patch sizes 4.5 to 8): windows of 128 bytes, bat
 500 steps for each model (the entropy model, the two BLTs, the byte transformer), 128
 validation windows, patch size k = 4. Sized from step times measured before the claim's runs
 (a BLT step 0.32 s, a byte-transformer step 0.16 s on the 2 loaded cores); measured: 8.6 to
-9.8 minutes per seed, 27 minutes for the 3 seeds (smoke: about 1 minute for 2 seeds). The implementation gives the latent transformer one slot per byte (P = T; empty slots
-are masked), so on this hardware wall time does not fall with longer patches: the FLOPs per
-byte reported are what a packed implementation would spend.
+9.8 minutes per seed, 27 minutes for the 3 seeds (smoke: about 1 minute for 2 seeds). The BLTs here give the latent transformer one slot per
+byte (``max_patches`` 0: P = T, empty slots masked), so their wall time does not fall with
+longer patches: the FLOPs per byte reported count the patches, not the slots.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxlab import stats
-from jaxlab.data.corpus import default_documents, split_chunks
 from jaxlab.models import blt, patching, transformer
-from jaxlab.train.optim import OptimConfig, make_optimizer
+from jaxlab.train import byte_lm, mfu
 
 CLAIM = ("Entropy patching gives a Byte Latent Transformer lower validation bits per byte than "
          "static patching with the same mean patch length.")
@@ -113,150 +110,69 @@ def get_config() -> Config:
     return Config()
 
 
-def _corpus() -> tuple[np.ndarray, np.ndarray]:
-    train, val = split_chunks(default_documents(), chunk_bytes=2048, val_percent=5.0)
-    as_bytes = lambda chunks: np.frombuffer("".join(chunks).encode("utf-8"), np.uint8).astype(np.int32)
-    return as_bytes(train), as_bytes(val)
-
-
-def _windows(data: np.ndarray, n: int, length: int, rng: np.random.Generator) -> np.ndarray:
-    starts = rng.integers(0, len(data) - length, size=n)
-    return np.stack([data[s:s + length] for s in starts])
-
-
 def _noised(x: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     hit = rng.random(x.shape) < fraction
     return np.where(hit, rng.choice(LETTERS, size=x.shape), x).astype(np.int32)
 
 
-def _nll_BT(logits_BTV, targets_BT):
-    logp = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets_BT[..., None], axis=-1)[..., 0]
-
-
-def _forward(kind: str, model, params, starts_BT, x_BT):
-    """Logits of model ``kind``: "blt" (a BLT with the patch starts ``starts_BT``) or
-    "transformer" (the entropy model and the byte-level baseline)."""
-    if kind == "blt":
-        return blt.apply(params, x_BT, model, patch_starts_BT=starts_BT)
-    return transformer.apply(params, x_BT, model)
-
-
-# Module-level jitted functions with the configs static: both BLT arms (their patch starts are
-# an input) and every seed after the first reuse the compiles.
-@functools.partial(jax.jit, static_argnames=("kind", "model", "optim", "steps"))
-def _step(params, opt_state, rows_BT, starts_BT, *, kind, model, optim, steps):
-    opt = make_optimizer(optim, steps)
-
-    def loss(p):
-        return jnp.mean(_nll_BT(_forward(kind, model, p, starts_BT, rows_BT[:, :-1]), rows_BT[:, 1:]))
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "model"))
-def _window_bpb(params, rows_BT, starts_BT, *, kind, model):
-    nll = _nll_BT(_forward(kind, model, params, starts_BT, rows_BT[:, :-1]), rows_BT[:, 1:])
-    return jnp.mean(nll, axis=1) / math.log(2)
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _byte_entropy(params, x_BT, *, model):
-    return patching.byte_entropy(patching.next_byte_entropy(params, model, x_BT))
-
-
-def _starts_fn(patches, ent_params, ent_cfg, theta, k: int):
-    """rows [B, T+1] -> patch starts [B, T] of the inputs: "static" every k bytes, "entropy"
-    the global rule H(x_t) > theta of the frozen entropy model (the config's "entropy"
-    patching, computed outside the trained BLT so both arms share one compile)."""
-    if patches == "static":
-        return lambda rows: patching.patch_starts_static(jnp.broadcast_to(jnp.arange(rows.shape[1] - 1),
-                                                                          (rows.shape[0], rows.shape[1] - 1)), k)
-    if patches == "entropy":
-        return lambda rows: patching.patch_starts_global(_byte_entropy(ent_params, jnp.asarray(rows[:, :-1]),
-                                                                       model=ent_cfg), theta)
-    return lambda rows: None
-
-
-def _train(kind: str, model, params, starts_fn, cfg: Config, steps: int, batches: np.ndarray):
-    """AdamW (jaxlab.train.optim) on the mean next-byte NLL; ``batches`` [>= steps, B, T+1]."""
-    optim = OptimConfig(lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, steps // 2))
-    opt_state = make_optimizer(optim, steps).init(params)
-    losses = []
-    for rows in batches[:steps]:
-        params, opt_state, value = _step(params, opt_state, jnp.asarray(rows), starts_fn(rows), kind=kind,
-                                         model=model, optim=optim, steps=steps)
-        losses.append(float(value))
-    return params, losses
-
-
-def _bpb_P(kind: str, model, params, starts_fn, windows: np.ndarray, batch: int) -> np.ndarray:
-    """[P] bits per byte of each window's next-byte predictions."""
-    return np.concatenate([np.asarray(_window_bpb(params, jnp.asarray(w), starts_fn(w), kind=kind, model=model))
-                           for w in (windows[i:i + batch] for i in range(0, len(windows), batch))])
-
-
-def flops_per_byte(cfg: blt.Config, mean_patch_len: float) -> dict:
-    """Rough forward FLOPs per byte, 2 x parameters used: local encoder and decoder blocks, the
-    byte head and cross-attention projections per byte; latent blocks once per patch."""
-    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
-    shapes = jax.eval_shape(lambda k: blt.init(cfg, k), jax.random.key(0))
-    local = sum(count(shapes[k]) for k in ("encoder", "decoder", "patch_cross", "byte_cross", "head"))
-    latent = count(shapes["latent"]) + count(shapes["to_latent"]) + count(shapes["from_latent"])
-    byte_tf = count(jax.eval_shape(lambda k: transformer.init_layers(cfg.latent, k), jax.random.key(0)))
-    return {"blt": 2 * (local + latent / mean_patch_len), "bytes": 2 * (byte_tf + cfg.d_model * cfg.vocab_size)}
+def flops_per_byte(cfg: blt.Config, seq_len: int, mean_patch_len: float) -> dict:
+    """Forward matmul FLOPs per byte (:mod:`jaxlab.train.mfu`): the BLT at ``mean_patch_len``
+    (its entropy model not counted) and the byte transformer the size of its latent one."""
+    return {"blt": mfu.blt_forward_flops_per_byte(cfg, seq_len, mean_patch_len),
+            "bytes": mfu.forward_flops_per_token(cfg.latent, seq_len)}
 
 
 def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
-    del progress
     t0 = time.perf_counter()
-    train_bytes, val_bytes = _corpus()
+    train_bytes, val_bytes = byte_lm.corpus_splits()
     rng = np.random.default_rng(cfg.seed)
     L = cfg.seq_len + 1
-    batches = _windows(train_bytes, max(cfg.steps, cfg.entropy_steps) * cfg.batch_size, L, rng).reshape(
-        -1, cfg.batch_size, L)
+    batches = byte_lm.random_windows(train_bytes, max(cfg.steps, cfg.entropy_steps) * cfg.batch_size, L,
+                                     rng).reshape(-1, cfg.batch_size, L)
     eval_rng = np.random.default_rng(cfg.eval_seed)
-    val_windows = _windows(val_bytes, cfg.eval_windows, L, eval_rng)
+    val_windows = byte_lm.random_windows(val_bytes, cfg.eval_windows, L, eval_rng)
     noisy_windows = _noised(val_windows, cfg.noise, eval_rng)
     k_key, b_key, t_key = jax.random.split(jax.random.key(cfg.seed), 3)
+    fit = functools.partial(byte_lm.train, lr=cfg.lr, warmup_steps=cfg.warmup_steps, progress=progress)
 
     # 1. the entropy model
     ent_cfg = cfg.model.entropy_model
-    none = _starts_fn("none", None, None, None, 0)
-    ent_params, ent_losses = _train("transformer", ent_cfg, transformer.init(ent_cfg, k_key), none, cfg,
-                                    cfg.entropy_steps, batches)
+    none = byte_lm.starts_fn("none")
+    ent_params, ent_losses = fit("transformer", ent_cfg, transformer.init(ent_cfg, k_key), none, batches,
+                                 steps=cfg.entropy_steps, desc="entropy model")
 
     # 2. theta: the (1 - 1/k) quantile of H(x_t), t >= 1, on train windows
-    sample = _windows(train_bytes, cfg.threshold_windows, cfg.seq_len, rng)
-    H_train = np.asarray(_byte_entropy(ent_params, jnp.asarray(sample), model=ent_cfg))[:, 1:]
-    theta = float(np.quantile(H_train, 1.0 - 1.0 / cfg.patch_size))
+    theta = byte_lm.entropy_threshold(ent_params, ent_cfg,
+                                      byte_lm.random_windows(train_bytes, cfg.threshold_windows, cfg.seq_len, rng),
+                                      cfg.patch_size)
 
     # 3. the two BLTs: same init and batches, different patch starts; the entropy model frozen
     model = dataclasses.replace(cfg.model, patching="static", patch_size=cfg.patch_size)
-    starts = {name: _starts_fn(name, ent_params, ent_cfg, jnp.float32(theta), cfg.patch_size)
-              for name in ("static", "entropy")}
+    starts = {"static": byte_lm.starts_fn("static", k=cfg.patch_size),
+              "entropy": byte_lm.starts_fn("entropy", entropy_params=ent_params, entropy_model=ent_cfg,
+                                           theta=theta)}
     init = blt.init(model, b_key)
     trained, losses = {}, {"entropy_model": ent_losses}
     for name in ("static", "entropy"):
-        trained[name], losses[name] = _train("blt", model, init, starts[name], cfg, cfg.steps, batches)
+        trained[name], losses[name] = fit("blt", model, init, starts[name], batches, steps=cfg.steps,
+                                          desc=f"BLT, {name} patches")
     # the byte-level transformer the size of the latent one (informational)
     bytes_cfg = cfg.model.latent
-    trained["bytes"], losses["bytes"] = _train("transformer", bytes_cfg, transformer.init(bytes_cfg, t_key), none,
-                                               cfg, cfg.steps, batches)
+    trained["bytes"], losses["bytes"] = fit("transformer", bytes_cfg, transformer.init(bytes_cfg, t_key), none,
+                                            batches, steps=cfg.steps, desc="byte transformer")
     arms = {"static": ("blt", model, starts["static"]), "entropy": ("blt", model, starts["entropy"]),
             "bytes": ("transformer", bytes_cfg, none)}
 
     # 4. evaluation on the shared validation windows
     ev = cfg.batch_size
-    rows = {name: _bpb_P(kind, m, trained[name], fn, val_windows, ev) for name, (kind, m, fn) in arms.items()}
-    noisy = {name: float(_bpb_P(kind, m, trained[name], fn, noisy_windows, ev).mean())
+    rows = {name: byte_lm.window_bpb(kind, m, trained[name], fn, val_windows, ev)
+            for name, (kind, m, fn) in arms.items()}
+    noisy = {name: float(byte_lm.window_bpb(kind, m, trained[name], fn, noisy_windows, ev).mean())
              for name, (kind, m, fn) in arms.items()}
-    starts_val = np.asarray(starts["entropy"](val_windows))
-    lengths = np.concatenate([np.diff(np.append(np.flatnonzero(r), cfg.seq_len)) for r in starts_val])
+    lengths = np.asarray(patching.patch_lengths(starts["entropy"](val_windows), cfg.seq_len)).ravel()
+    lengths = lengths[lengths > 0]
     mean_len = float(lengths.mean())
-    flops = flops_per_byte(cfg.model, mean_len)
+    flops = flops_per_byte(cfg.model, cfg.seq_len, mean_len)
     hist = np.bincount(lengths, minlength=2 * cfg.patch_size + 1)[1:]
     results = {
         "patch_size": cfg.patch_size, "theta": theta, "mean_patch_len": mean_len, "patch_len_hist": hist.tolist(),
@@ -264,8 +180,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
         "bpb_bytes": float(rows["bytes"].mean()),
         "window_bpb": {name: [float(v) for v in r] for name, r in rows.items()},
         "noisy_bpb": noisy, "noise": cfg.noise,
-        "flops_per_byte": {"blt_static": flops_per_byte(cfg.model, cfg.patch_size)["blt"], "blt_entropy": flops["blt"],
-                           "bytes": flops["bytes"]},
+        "flops_per_byte": {"blt_static": flops_per_byte(cfg.model, cfg.seq_len, cfg.patch_size)["blt"],
+                           "blt_entropy": flops["blt"], "bytes": flops["bytes"]},
         "params": {"blt": blt.count_params(init), "bytes": transformer.count_params(trained["bytes"]),
                    "entropy_model": transformer.count_params(ent_params)},
         "final_train_loss": {name: v[-1] for name, v in losses.items()},

@@ -375,3 +375,35 @@ def decide(effect: float, low: float, high: float, *, threshold: float = 0.0,
         outcome, reason = "inconclusive", "the interval contains the threshold"
     return Verdict(outcome, float(effect), float(low), float(high), float(threshold), direction, test,
                    pre, reason)
+
+
+def all_parts(parts: dict[str, Verdict]) -> Verdict:
+    """The verdict on a claim that is the conjunction of ``parts`` ({name: Verdict}, each on its
+    own effect; the first is the headline):
+
+        held          every part held
+        not held      some part did not hold, and every precondition passed
+        inconclusive  otherwise (a part is inconclusive, or a precondition of any part failed)
+
+    The effect, interval, threshold and direction are the first part's; the preconditions are
+    every part's (once per name); the test and the reason name each part's outcome."""
+    if not parts:
+        raise ValueError("all_parts needs at least one part")
+    first = next(iter(parts.values()))
+    pre = tuple({n: (n, p, d) for v in parts.values() for n, p, d in v.preconditions}.values())
+    failed = [f"precondition '{n}' failed: {d}" for n, p, d in pre if not p]
+    outcomes = [v.outcome for v in parts.values()]
+    if failed:
+        outcome = "inconclusive"
+    elif all(o == "held" for o in outcomes):
+        outcome = "held"
+    elif "not held" in outcomes:
+        outcome = "not held"
+    else:
+        outcome = "inconclusive"
+    each = "; ".join(f"{name}: {v.outcome}, {v.effect:+.4g} [{v.low:+.4g}, {v.high:+.4g}]"
+                     f" ({'>' if v.direction == 'greater' else '<'} {v.threshold:g})"
+                     for name, v in parts.items())
+    reason = f"{failed[0]}; {each}" if failed else each
+    test = "; ".join(f"{name} by {v.test}" for name, v in parts.items())
+    return dataclasses.replace(first, outcome=outcome, preconditions=pre, reason=reason, test=test)

@@ -76,3 +76,25 @@ def test_decide_is_three_way():
     assert "[+0.05, +0.15]" in stats.decide(0.1, 0.05, 0.15).sentence()
     with pytest.raises(ValueError, match="low <= effect <= high"):
         stats.decide(0.3, 0.0, 0.1)
+
+
+def test_all_parts_holds_only_when_every_part_holds():
+    ok = ("learned", True, "fine")
+    held = stats.decide(0.3, 0.1, 0.5, threshold=0.0, test="t1", preconditions=[ok])
+    not_held = stats.decide(0.06, 0.055, 0.08, threshold=0.05, direction="less", test="t2")
+    open_ = stats.decide(0.0, -0.1, 0.1, test="t3")
+    v = stats.all_parts({"a": held, "b": held})
+    assert v.outcome == "held" and (v.effect, v.low, v.high) == (0.3, 0.1, 0.5)
+    assert v.test == "a by t1; b by t1" and v.preconditions == (ok,)  # one entry per name
+    assert stats.all_parts({"a": held, "b": not_held}).outcome == "not held"
+    assert stats.all_parts({"a": not_held, "b": open_}).outcome == "not held"
+    assert stats.all_parts({"a": held, "b": open_}).outcome == "inconclusive"
+    v = stats.all_parts({"a": held, "b": not_held})
+    assert "a: held, +0.3 [+0.1, +0.5] (> 0)" in v.reason and "b: not held" in v.reason and "(< 0.05)" in v.reason
+    # a failed precondition in any part makes the whole inconclusive, whatever the others say
+    bad = stats.decide(0.06, 0.055, 0.08, threshold=0.05, direction="less",
+                       preconditions=[("matched", False, "ratio 1.3")])
+    v = stats.all_parts({"a": not_held, "b": bad})
+    assert v.outcome == "inconclusive" and v.reason.startswith("precondition 'matched' failed: ratio 1.3")
+    with pytest.raises(ValueError):
+        stats.all_parts({})

@@ -8,6 +8,24 @@ with D model width, H heads, K kv heads, Dh head dim, F MLP width, V vocab, T se
               + 2 * 2 * T * H * Dh                    scores q k^T and weights @ v
     once        2 * D * V                             unembedding
 
+A layer with sliding-window attention (``window``) scores min(T, window) keys per query.
+
+The Byte Latent Transformer (:func:`blt_forward_flops_per_byte`) counts the same way, per byte
+with d local width, D latent width, L mean patch length, k = ``decoder_kv_per_patch``, V vocab:
+
+    local encoder and decoder layers   per byte, context min(T, local_window)
+    patch cross-attention              q, o per patch 4 d^2; k, v per byte 4 d^2; scores 4 L d
+                                       per patch
+    to / from the latent               per patch 2 d D + 2 D k d
+    latent layers                      per patch, context T / L patches
+    byte cross-attention               q, o per byte 4 d^2; k, v per patch 4 k d^2; scores
+                                       4 k d per byte
+    head                               per byte 2 d V
+
+Hashed n-gram embeddings are lookups (no FLOPs); per-patch terms are divided by L. Training a
+BLT with "entropy" patching adds one forward of the frozen entropy model per byte
+(:func:`blt_train_flops_per_byte`).
+
 Training counts 3x the forward (backward = 2x forward), as in the PaLM paper's MFU (appendix B,
 6N + 12 L H Dh T per token). Attention is counted over the full T x T square even for causal
 models, which is that paper's convention; recomputation (remat) is not counted, so MFU measures
@@ -39,13 +57,40 @@ PEAK_BF16_FLOPS = {
 }
 
 
-def forward_flops_per_token(cfg: transformer.Config, seq_len: int) -> float:
-    """Matmul FLOPs of one forward pass, per token, at sequence length ``seq_len``."""
+def layer_flops_per_token(cfg: transformer.Config, seq_len: int) -> float:
+    """Matmul FLOPs of the ``cfg.n_layers`` blocks' forward pass, per token (no unembedding)."""
     D, H, K, Dh, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_dim
+    context = min(seq_len, cfg.window) if cfg.window else seq_len
     # gated: gate, up and down [D, F]; fan: periodic [D, F/4], plain [D, F/2], down [F, D]
     mlp_matrices = {"fan": 1.75}.get(cfg.mlp_type, 3)
-    per_layer = 2 * D * Dh * (2 * H + 2 * K) + 2 * D * F * mlp_matrices + 4 * seq_len * H * Dh
-    return cfg.n_layers * per_layer + 2 * D * cfg.vocab_size
+    per_layer = 2 * D * Dh * (2 * H + 2 * K) + 2 * D * F * mlp_matrices + 4 * context * H * Dh
+    return cfg.n_layers * per_layer
+
+
+def forward_flops_per_token(cfg: transformer.Config, seq_len: int) -> float:
+    """Matmul FLOPs of one forward pass, per token, at sequence length ``seq_len``."""
+    return layer_flops_per_token(cfg, seq_len) + 2 * cfg.d_model * cfg.vocab_size
+
+
+def blt_forward_flops_per_byte(cfg, seq_len: int, mean_patch_len: float) -> float:
+    """Matmul FLOPs of one BLT (:mod:`jaxlab.models.blt` ``Config``) forward pass per byte, at
+    ``seq_len`` bytes with patches of ``mean_patch_len`` bytes on average (module docstring);
+    the entropy model is not included (:func:`blt_train_flops_per_byte` adds it)."""
+    if mean_patch_len < 1:
+        raise ValueError(f"mean_patch_len must be >= 1, got {mean_patch_len}")
+    d, D, k, L = cfg.d_local, cfg.d_model, cfg.decoder_kv_per_patch, mean_patch_len
+    per_byte = (layer_flops_per_token(cfg.encoder, seq_len) + layer_flops_per_token(cfg.decoder, seq_len)
+                + 4 * d * d + 4 * d * d + 4 * k * d + 2 * d * cfg.vocab_size)
+    per_patch = (4 * d * d + 4 * L * d + 2 * d * D + 2 * D * k * d + 4 * k * d * d
+                 + layer_flops_per_token(cfg.latent, max(1, round(seq_len / L))))
+    return per_byte + per_patch / L
+
+
+def blt_train_flops_per_byte(cfg, seq_len: int, mean_patch_len: float) -> float:
+    """3x the BLT's forward, plus one forward of the frozen entropy model per byte ("entropy"
+    patching: it places the patches but is not trained with the BLT)."""
+    entropy = forward_flops_per_token(cfg.entropy_model, seq_len) if cfg.patching == "entropy" else 0.0
+    return 3 * blt_forward_flops_per_byte(cfg, seq_len, mean_patch_len) + entropy
 
 
 def train_flops_per_token(cfg: transformer.Config, seq_len: int) -> float:
