@@ -124,42 +124,33 @@ def flops_per_byte(cfg: blt.Config, seq_len: int, mean_patch_len: float) -> dict
 
 def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     t0 = time.perf_counter()
-    train_bytes, val_bytes = byte_lm.corpus_splits()
-    rng = np.random.default_rng(cfg.seed)
-    L = cfg.seq_len + 1
-    batches = byte_lm.random_windows(train_bytes, max(cfg.steps, cfg.entropy_steps) * cfg.batch_size, L,
-                                     rng).reshape(-1, cfg.batch_size, L)
-    eval_rng = np.random.default_rng(cfg.eval_seed)
-    val_windows = byte_lm.random_windows(val_bytes, cfg.eval_windows, L, eval_rng)
-    noisy_windows = _noised(val_windows, cfg.noise, eval_rng)
+    data = byte_lm.comparison_windows(seed=cfg.seed, eval_seed=cfg.eval_seed, steps=max(cfg.steps, cfg.entropy_steps),
+                                      batch_size=cfg.batch_size, seq_len=cfg.seq_len, eval_windows=cfg.eval_windows)
+    val_windows = data.val_WT
+    noisy_windows = _noised(val_windows, cfg.noise, data.eval_rng)
     k_key, b_key, t_key = jax.random.split(jax.random.key(cfg.seed), 3)
-    fit = functools.partial(byte_lm.train, lr=cfg.lr, warmup_steps=cfg.warmup_steps, progress=progress)
+    fit = functools.partial(byte_lm.train, batches_NBT=data.batches_NBT, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                            progress=progress)
 
-    # 1. the entropy model
+    # 1-2. the entropy model; theta: the (1 - 1/k) quantile of H(x_t), t >= 1, on train windows
     ent_cfg = cfg.model.entropy_model
+    ent_params, ent_losses, theta, entropy_starts = byte_lm.train_entropy_patcher(
+        ent_cfg, k_key, data, steps=cfg.entropy_steps, k=cfg.patch_size, threshold_windows=cfg.threshold_windows,
+        lr=cfg.lr, warmup_steps=cfg.warmup_steps, progress=progress)
     none = byte_lm.starts_fn("none")
-    ent_params, ent_losses = fit("transformer", ent_cfg, transformer.init(ent_cfg, k_key), none, batches,
-                                 steps=cfg.entropy_steps, desc="entropy model")
-
-    # 2. theta: the (1 - 1/k) quantile of H(x_t), t >= 1, on train windows
-    theta = byte_lm.entropy_threshold(ent_params, ent_cfg,
-                                      byte_lm.random_windows(train_bytes, cfg.threshold_windows, cfg.seq_len, rng),
-                                      cfg.patch_size)
 
     # 3. the two BLTs: same init and batches, different patch starts; the entropy model frozen
     model = dataclasses.replace(cfg.model, patching="static", patch_size=cfg.patch_size)
-    starts = {"static": byte_lm.starts_fn("static", k=cfg.patch_size),
-              "entropy": byte_lm.starts_fn("entropy", entropy_params=ent_params, entropy_model=ent_cfg,
-                                           theta=theta)}
+    starts = {"static": byte_lm.starts_fn("static", k=cfg.patch_size), "entropy": entropy_starts}
     init = blt.init(model, b_key)
     trained, losses = {}, {"entropy_model": ent_losses}
     for name in ("static", "entropy"):
-        trained[name], losses[name] = fit("blt", model, init, starts[name], batches, steps=cfg.steps,
+        trained[name], losses[name] = fit("blt", model, init, starts[name], steps=cfg.steps,
                                           desc=f"BLT, {name} patches")
     # the byte-level transformer the size of the latent one (informational)
     bytes_cfg = cfg.model.latent
     trained["bytes"], losses["bytes"] = fit("transformer", bytes_cfg, transformer.init(bytes_cfg, t_key), none,
-                                            batches, steps=cfg.steps, desc="byte transformer")
+                                            steps=cfg.steps, desc="byte transformer")
     arms = {"static": ("blt", model, starts["static"]), "entropy": ("blt", model, starts["entropy"]),
             "bytes": ("transformer", bytes_cfg, none)}
 

@@ -170,28 +170,21 @@ def repeated_patch_lengths(starts_fn, windows_WT: np.ndarray, half: int) -> dict
 
 def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     t0 = time.perf_counter()
-    train_bytes, val_bytes = byte_lm.corpus_splits()
-    rng = np.random.default_rng(cfg.seed)
-    L = cfg.seq_len + 1
-    batches = byte_lm.random_windows(train_bytes, max(cfg.steps, cfg.entropy_steps) * cfg.batch_size, L,
-                                     rng).reshape(-1, cfg.batch_size, L)
-    eval_rng = np.random.default_rng(cfg.eval_seed)
-    clean = byte_lm.random_windows(val_bytes, cfg.eval_windows, L, eval_rng)
-    noised = char_noise(clean, cfg.noise, eval_rng)
+    data = byte_lm.comparison_windows(seed=cfg.seed, eval_seed=cfg.eval_seed, steps=max(cfg.steps, cfg.entropy_steps),
+                                      batch_size=cfg.batch_size, seq_len=cfg.seq_len, eval_windows=cfg.eval_windows)
+    clean = data.val_WT
+    noised = char_noise(clean, cfg.noise, data.eval_rng)
     kept_WT = (noised[:, 1:] == clean[:, 1:]).astype(np.float32)  # targets the noise left alone
     e_key, b_key, t_key = jax.random.split(jax.random.key(cfg.seed), 3)
-    fit = functools.partial(byte_lm.train, batches_NBT=batches, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+    fit = functools.partial(byte_lm.train, batches_NBT=data.batches_NBT, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                             progress=progress)
 
     # 1. the entropy model and theta
     ent_cfg = cfg.model.entropy_model
+    ent_params, ent_losses, theta, starts = byte_lm.train_entropy_patcher(
+        ent_cfg, e_key, data, steps=cfg.entropy_steps, k=cfg.patch_size, threshold_windows=cfg.threshold_windows,
+        lr=cfg.lr, warmup_steps=cfg.warmup_steps, progress=progress)
     none = byte_lm.starts_fn("none")
-    ent_params, ent_losses = fit("transformer", ent_cfg, transformer.init(ent_cfg, e_key), none,
-                                 steps=cfg.entropy_steps, desc="entropy model")
-    theta = byte_lm.entropy_threshold(ent_params, ent_cfg,
-                                      byte_lm.random_windows(train_bytes, cfg.threshold_windows, cfg.seq_len, rng),
-                                      cfg.patch_size)
-    starts = byte_lm.starts_fn("entropy", entropy_params=ent_params, entropy_model=ent_cfg, theta=theta)
 
     # 2. the BLT (patches from outside, so its params hold no entropy model) and the byte transformer
     model = dataclasses.replace(cfg.model, patching="static")

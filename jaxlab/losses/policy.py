@@ -160,14 +160,6 @@ def kl_penalty(logp, ref_logp, kind: str = "k3"):
     return jnp.expm1(-d) + d
 
 
-def token_entropy(logits_BTV):
-    """Entropy of the softmax at each position: ``H = logsumexp(z) - sum_v softmax(z)_v z_v``,
-    [B, T] float32."""
-    logits_BTV = logits_BTV.astype(jnp.float32)
-    log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    return log_z_BT - jnp.sum(jax.nn.softmax(logits_BTV, axis=-1) * logits_BTV, axis=-1)
-
-
 def kl_penalized_rewards(rewards_B, logp_BT, ref_logp_BT, mask_BT, *, kl_coef: float,
                          kind: str = "k1", level: str = "sequence"):
     """Folds the KL penalty into the rewards (``kl_in="reward"``), before the advantages.

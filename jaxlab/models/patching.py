@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlab.models import transformer
+from jaxlab.nn.distributions import categorical_entropy
 
 
 def next_byte_entropy(params: dict, cfg: transformer.Config, bytes_BT: jax.Array, *,
@@ -43,8 +44,7 @@ def next_byte_entropy(params: dict, cfg: transformer.Config, bytes_BT: jax.Array
     (``params``, ``cfg``: a :mod:`jaxlab.models.transformer`; causal, so H_t depends on x_<=t)."""
     logits_BTV = transformer.apply(params, bytes_BT, cfg, positions_BT=positions_BT,
                                    segment_ids_BT=segment_ids_BT)
-    logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
-    return -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+    return categorical_entropy(logits_BTV)
 
 
 def byte_entropy(next_H_BT: jax.Array) -> jax.Array:

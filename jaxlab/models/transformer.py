@@ -263,22 +263,18 @@ def _check_edits(intervention: dict | None, capture: tuple, cfg: Config) -> None
                              f"{(cfg.n_layers, widths[name])}, got {tuple(value.shape)}")
 
 
-def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv_cache=None,
-             cache_index=0, kv_segment_ids_BS=None, return_hidden=False, last_only=False,
-             intervention=None, capture=()):
-    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None,
-    captured {point: [L, ...]}).
+def _scan_layers(layers: dict, x_BTD, cfg: Config, *, rope, segment_ids_BT, kv_cache=None, cache_index=0,
+                 kv_segment_ids_BS=None, return_hidden=False, intervention=None, capture=()):
+    """The block stack as one ``lax.scan`` over the stacked ``layers``; returns (x_BTD after the
+    last block, new_kv_cache or None, hidden [L, B, T, D] after each block or None, captured).
 
-    With ``kv_cache`` ({"k", "v": [L, B, S, K, Dh]}) the stacked cache rides in the layer
-    scan's carry: layer l reads its slice and writes back only this call's T new slots,
+    With ``kv_cache`` ({"k", "v": [L, B, S, K, Dh]}) the stacked cache rides in the scan's
+    carry: layer l reads its slice and writes back only this call's T new slots,
     ``k[l, :, index:index+T] = k_new``, a ``dynamic_update_slice`` XLA performs in place (the
-    cache is neither copied per layer nor re-stacked as a scan output). ``last_only`` unembeds
-    the last position only (logits [B, 1, V]). ``intervention`` ({name: [L, ...]},
-    :data:`INTERVENTIONS`) is scanned with the layers, each layer taking its slice.
-    """
-    x_BTD = constrain(embed(params["embed"], tokens_BT, cfg.dtype), "residual")
-    rope = rope_for(cfg.attention, positions_BT)
-    T = tokens_BT.shape[1]
+    cache is neither copied per layer nor re-stacked as a scan output). ``intervention``
+    ({name: [L, ...]}, :data:`INTERVENTIONS`) is scanned with the layers, each layer taking
+    its slice."""
+    T = x_BTD.shape[1]
     edits = intervention or {}
 
     def body(carry, xs):
@@ -300,10 +296,23 @@ def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv
 
     if cfg.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
-    x0_BTD = x_BTD
+    n_layers = jax.tree.leaves(layers)[0].shape[0]
     (x_BTD, new_cache), (hidden_LBTD, captured) = jax.lax.scan(
-        body, (x_BTD, kv_cache), (params["layers"], jnp.arange(cfg.n_layers), edits),
-        unroll=min(cfg.scan_unroll, cfg.n_layers))
+        body, (x_BTD, kv_cache), (layers, jnp.arange(n_layers), edits), unroll=min(cfg.scan_unroll, n_layers))
+    return x_BTD, new_cache, hidden_LBTD, captured
+
+
+def _forward(params, tokens_BT, cfg: Config, *, positions_BT, segment_ids_BT, kv_cache=None,
+             cache_index=0, kv_segment_ids_BS=None, return_hidden=False, last_only=False,
+             intervention=None, capture=()):
+    """Shared forward pass; returns (logits_BTV, new_kv_cache or None, hidden or None,
+    captured {point: [L, ...]}). The layers run in :func:`_scan_layers`; ``last_only``
+    unembeds the last position only (logits [B, 1, V])."""
+    x0_BTD = constrain(embed(params["embed"], tokens_BT, cfg.dtype), "residual")
+    x_BTD, new_cache, hidden_LBTD, captured = _scan_layers(
+        params["layers"], x0_BTD, cfg, rope=rope_for(cfg.attention, positions_BT), segment_ids_BT=segment_ids_BT,
+        kv_cache=kv_cache, cache_index=cache_index, kv_segment_ids_BS=kv_segment_ids_BS,
+        return_hidden=return_hidden, intervention=intervention, capture=capture)
     if last_only:
         x_BTD = x_BTD[:, -1:]
     h_BTD = norm(params["final_norm"], x_BTD, cfg.norm_type, cfg.norm_eps)
@@ -319,17 +328,8 @@ def run_layers(layers: dict, x_BTD: jax.Array, cfg: Config, *, positions_BT: jax
     """The residual stream after the stacked blocks ``layers`` (:func:`init_layers`) from the
     embeddings x [B, T, D] (no embedding, no final norm): the block stack of other models
     (:mod:`jaxlab.models.blt` runs its local and latent transformers with it)."""
-    rope = rope_for(cfg.attention, positions_BT)
-
-    def body(x_BTD, layer_params):
-        x_BTD, _, _ = _layer(cfg, x_BTD, layer_params, None, rope=rope, segment_ids_BT=segment_ids_BT,
-                             cache_index=0, kv_segment_ids_BS=None)
-        return constrain(x_BTD, "residual"), None
-
-    if cfg.remat != "none":
-        body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat])
-    x_BTD, _ = jax.lax.scan(body, x_BTD, layers, unroll=min(cfg.scan_unroll, cfg.n_layers))
-    return x_BTD
+    return _scan_layers(layers, x_BTD, cfg, rope=rope_for(cfg.attention, positions_BT),
+                        segment_ids_BT=segment_ids_BT)[0]
 
 
 def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.Array | None = None,

@@ -32,6 +32,7 @@ from jaxlab import tasks as tasks_lib
 from jaxlab.data.chat import encode_prompt
 from jaxlab.data.tokenizer import BYTES, Tokenizer
 from jaxlab.models import transformer
+from jaxlab.nn.distributions import categorical_entropy
 from jaxlab.train import sharding as shd
 from jaxlab.train.batch import apply_batch
 from jaxlab.samplers import SampleConfig, bucket_prompts, generate, pad_prompts, process_logits
@@ -197,10 +198,7 @@ def policy_logprobs(params: dict, batch: dict, model_cfg: transformer.Config,
     B, W, V = logits_BWV.shape
     logq_BWV = process_logits(logits_BWV.reshape(B * W, V), sample_cfg).reshape(B, W, V)
     logp_BW = jnp.take_along_axis(logq_BWV, batch["targets"][..., None], axis=-1)[..., 0]
-    # entropy of q (filtered tokens carry -inf log-prob and zero probability)
-    finite_BWV = jnp.where(jnp.isfinite(logq_BWV), logq_BWV, 0.0)
-    entropy_BW = -jnp.sum(jnp.exp(logq_BWV) * finite_BWV, axis=-1)
-    return logp_BW, entropy_BW
+    return logp_BW, categorical_entropy(logq_BWV)  # filtered tokens: -inf log-prob, zero probability
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

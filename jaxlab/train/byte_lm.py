@@ -16,6 +16,7 @@ arm and seed after the first reuses their compiles.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -157,3 +158,44 @@ def entropy_threshold(entropy_params, entropy_model, windows_WT: np.ndarray, k: 
     H = np.asarray(byte_entropy_BT(entropy_params, jnp.asarray(windows_WT), model=entropy_model))[:, 1:]
     return float(np.quantile(H, 1.0 - 1.0 / k))
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """The data of one comparison: ``train`` bytes, ``batches_NBT`` [N, B, T + 1] for the
+    steps, ``val_WT`` [W, T + 1] validation windows, and the generators that drew them
+    (``rng``: the seed's, for further training draws; ``eval_rng``: the evaluation's, for
+    further draws on the validation windows such as noise)."""
+
+    train: np.ndarray
+    batches_NBT: np.ndarray
+    val_WT: np.ndarray
+    rng: np.random.Generator
+    eval_rng: np.random.Generator
+
+
+def comparison_windows(*, seed: int, eval_seed: int, steps: int, batch_size: int, seq_len: int,
+                       eval_windows: int) -> Windows:
+    """:func:`corpus_splits`; ``steps`` batches of ``batch_size`` train windows drawn by
+    ``seed``; ``eval_windows`` validation windows drawn by ``eval_seed`` (the same for every
+    seed of an experiment). Windows are ``seq_len + 1`` bytes (inputs and next-byte targets)."""
+    train_bytes, val_bytes = corpus_splits()
+    rng, eval_rng = np.random.default_rng(seed), np.random.default_rng(eval_seed)
+    L = seq_len + 1
+    batches = random_windows(train_bytes, steps * batch_size, L, rng).reshape(steps, batch_size, L)
+    return Windows(train_bytes, batches, random_windows(val_bytes, eval_windows, L, eval_rng), rng, eval_rng)
+
+
+def train_entropy_patcher(entropy_model, key: jax.Array, data: Windows, *, steps: int, k: int,
+                          threshold_windows: int, lr: float, warmup_steps: int, progress: bool = False):
+    """The entropy model of a BLT comparison (``entropy_model``: a transformer config) trained
+    for ``steps`` on ``data``'s batches, theta (:func:`entropy_threshold` on
+    ``threshold_windows`` train windows of T bytes drawn by ``data.rng``) and its global-rule
+    patching. Returns (params, losses, theta, starts_fn)."""
+    params, losses = train("transformer", entropy_model, transformer.init(entropy_model, key), starts_fn("none"),
+                           data.batches_NBT, steps=steps, lr=lr, warmup_steps=warmup_steps, progress=progress,
+                           desc="entropy model")
+    T = data.batches_NBT.shape[2] - 1
+    theta = entropy_threshold(params, entropy_model, random_windows(data.train, threshold_windows, T, data.rng), k)
+    return params, losses, theta, starts_fn("entropy", entropy_params=params, entropy_model=entropy_model,
+                                            theta=theta)

@@ -16,7 +16,6 @@ from jaxlab.losses.policy import (
     policy_loss,
     policy_loss_sums,
     rloo_advantages,
-    token_entropy,
 )
 
 LN2 = np.log(2.0)
@@ -114,14 +113,6 @@ def test_k1_and_k3_are_unbiased_for_the_exact_kl():
     np.testing.assert_allclose(jnp.sum(p * kl_penalty(jnp.log(p), jnp.log(q), "k1")), 0.8 * np.log(9), rtol=1e-6)
     np.testing.assert_allclose(jnp.sum(p * kl_penalty(jnp.log(p), jnp.log(q), "k2")), np.log(9) ** 2 / 2,
                                rtol=1e-6)
-
-
-def test_token_entropy():
-    # uniform over 4 -> ln 4; a one-hot (very peaked) distribution -> ~0; [ln 1, ln 3] -> H of (1/4, 3/4)
-    logits = jnp.array([[[0.0, 0.0, 0.0, 0.0], [50.0, 0.0, 0.0, 0.0]]])
-    np.testing.assert_allclose(token_entropy(logits), [[np.log(4.0), 0.0]], atol=1e-6)
-    h = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
-    np.testing.assert_allclose(token_entropy(jnp.array([[[0.0, np.log(3.0)]]])), [[h]], rtol=1e-6)
 
 
 def test_kl_penalized_rewards_sequence_and_token_levels():

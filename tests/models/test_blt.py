@@ -75,6 +75,24 @@ def test_no_future_byte_reaches_a_logit(which, static_params, entropy_params):
         assert float(jnp.abs(new_logits[:, t + 1:] - logits[:, t + 1:]).max()) > 1e-3
 
 
+def test_fewer_latent_slots_change_nothing_while_every_patch_has_one(static_params):
+    """max_patches = P < T packs the latent transformer into P slots: with T / 3 patches per
+    row (static, k = 3), any P >= 11 gives the P = T logits; with fewer slots the bytes past
+    the last slot join the last patch and still no future byte reaches a logit."""
+    x = _bytes(4)
+    full = APPLY(static_params, x, STATIC)
+    packed = APPLY(static_params, x, dataclasses.replace(STATIC, max_patches=11))
+    np.testing.assert_allclose(packed, full, atol=1e-5)
+    short = dataclasses.replace(STATIC, max_patches=6)  # patches 6.. (bytes 18..) join patch 5
+    logits = APPLY(static_params, x, short)
+    np.testing.assert_allclose(logits[:, :18], full[:, :18], atol=1e-5)  # bytes before the overflow
+    assert float(jnp.abs(logits[:, 18:] - full[:, 18:]).max()) > 1e-3
+    for t in (3, 16, 25):
+        changed = x.at[:, t + 1:].set((x[:, t + 1:] + 1 + t) % 256)
+        np.testing.assert_allclose(APPLY(static_params, changed, short)[:, :t + 1], logits[:, :t + 1], atol=1e-5)
+    assert blt.num_patch_slots(short, T) == 6 and blt.num_patch_slots(STATIC, T) == T
+
+
 def test_gradients_are_finite_and_the_entropy_model_gets_none(entropy_params):
     x = _bytes(5, (2, T + 1))
 
