@@ -503,10 +503,11 @@ def main(argv=None) -> int:
                                   ceiling_frac=nbytes / t / ceil["copy_bytes_per_s"])
 
     if "selective" in groups:
-        name, B, T, D, N = (("selective B1 T64 D32 N8", 1, 64, 32, 8) if small else
-                            ("selective B8 T2048 D1536 N16", 8, 2048, 1536, 16))
-        results[name] = bench_selective(table, ceil, name, B, T, D, N, jnp.bfloat16, iters=it,
-                                        interpret=args.interpret)
+        shapes = ([(1, 64, 32, 8)] if small else [(8, 2048, 1536, 16), (8, 8192, 1536, 16)])
+        for B, T, D, N in shapes:
+            name = f"selective B{B} T{T} D{D} N{N}"
+            results[name] = bench_selective(table, ceil, name, B, T, D, N, jnp.bfloat16, iters=it,
+                                            interpret=args.interpret)
 
     print("\ngoals" + (" (interpret mode: meaningless, shown for the format)" if small else "") + ":")
     for g in goals:

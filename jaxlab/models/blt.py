@@ -41,10 +41,11 @@ Patching (``patching``):
              ``params["entropy"]``, its config ``cfg.entropy_model``) with the global rule
              (H(x_t) > ``entropy_threshold``) or the monotonic rule (``entropy_rule``). The
              entropy model is frozen inside the BLT: it passes through ``stop_gradient`` (no
-             gradient reaches it). Train it first as a byte transformer and put its params in
-             ``params["entropy"]`` (:func:`with_entropy_model`); AdamW's decoupled weight
-             decay still shrinks frozen kernels, so a run that trains a BLT with entropy
-             patching uses ``optim.weight_decay=0`` or its own optimizer mask.
+             gradient reaches it) and :func:`jaxlab.train.optim.weight_decay_mask` leaves
+             it alone. Train it first as a byte transformer and put its params in
+             ``params["entropy"]`` (:func:`with_entropy_model`); the runner does both
+             (``entropy_from``: a byte-transformer run to load; else it pre-trains one for
+             ``entropy_steps`` steps in WORKDIR/entropy_model).
 A new patch also starts wherever the segment id changes (packed sequences never share a
 patch), and every ``max_patch_len`` bytes when set. With ``max_patches`` < T, bytes past the
 last slot join the last patch (causality is kept: slot P-1 reads patches before it only).
@@ -101,6 +102,8 @@ class Config:
     entropy_d_model: int = 32    # the entropy model (a byte transformer), "entropy" only
     entropy_layers: int = 1
     entropy_heads: int = 2
+    entropy_steps: int = 500     # the runner pre-trains the entropy model this long ("entropy", no entropy_from)
+    entropy_from: str = ""       # or loads it from this byte-transformer run folder
     norm_eps: float = 1e-6
     rope_base: float = 10000.0
     param_dtype: str = "float32"
@@ -112,7 +115,7 @@ class Config:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "d_local",
                      "local_heads", "local_mlp_dim", "encoder_layers", "decoder_layers", "local_window",
                      "ngram_table_size", "decoder_kv_per_patch", "patch_size", "entropy_d_model",
-                     "entropy_layers", "entropy_heads"):
+                     "entropy_layers", "entropy_heads", "entropy_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_patch_len", "max_patches"):

@@ -178,8 +178,11 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
         loss_sums_fn=functools.partial(lm_eval_sums, model_cfg=cfg.model,
                                        byte_vocab=256 if byte_tokens else 0), rules=rules)
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
+    init = hf_params if hf_params is not None else models.init_fn(cfg.model)
+    if getattr(cfg.model, "family", None) == "blt" and cfg.model.patching == "entropy":
+        init = _blt_entropy_init(cfg, workdir, progress)
     init_params, adapter = trainer_adapter(
-        tcfg.peft, hf_params if hf_params is not None else models.init_fn(cfg.model),
+        tcfg.peft, init,
         seed=tcfg.loop.seed, base_path=getattr(cfg.model, "hf_path", None), model_cfg=cfg.model, progress=progress,
         eva_batches=lambda: iter(lm_dataset(cfg.data, "train", seq_len=tcfg.seq_len, batch_size=per_process,
                                             tokenizer=None if byte_tokens else tokenizer)))
@@ -216,10 +219,38 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     return results
 
 
+def _blt_entropy_init(cfg: ExperimentConfig, workdir: Path, progress: bool):
+    """``key -> params`` of a BLT with "entropy" patching: its own init with the entropy model
+    loaded from ``model.entropy_from`` (a byte-transformer run folder) or pre-trained on the
+    run's data for ``model.entropy_steps`` steps in ``workdir/entropy_model`` (resumable; a
+    finished one is only read)."""
+    from jaxlab.models import blt
+    from jaxlab.train.checkpoint import CheckpointError, load_params
+
+    ent_cfg = cfg.model.entropy_model
+    if cfg.model.entropy_from:
+        try:
+            _, ent_params = load_params(cfg.model.entropy_from)
+        except CheckpointError as e:
+            raise CheckpointError(f"model.entropy_from: {e}") from e
+    else:
+        ent_params = pretrain_byte_model(workdir / "entropy_model", ent_cfg, steps=cfg.model.entropy_steps,
+                                         seed=cfg.train.loop.seed, data=cfg.data, progress=progress)
+    want = jax.eval_shape(transformer.init, ent_cfg, jax.random.key(0))
+    if jax.tree.structure(want) != jax.tree.structure(ent_params) or any(
+            w.shape != np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(ent_params))):
+        raise ValueError(f"the entropy model at {cfg.model.entropy_from} does not have the shapes of "
+                         f"model.entropy_d_model={cfg.model.entropy_d_model}, "
+                         f"model.entropy_layers={cfg.model.entropy_layers}, "
+                         f"model.entropy_heads={cfg.model.entropy_heads}")
+    ent_params = jax.tree.map(lambda w, p: jnp.asarray(p, w.dtype), want, ent_params)
+    return lambda key: blt.with_entropy_model(blt.init(cfg.model, key), ent_params)
+
+
 def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, steps: int, seed: int = 0,
                         batch_size: int = 16, seq_len: int = 256, lr: float = 3e-3,
                         checkpoint_every: int | None = None, keep_checkpoints: int = 3,
-                        progress: bool = True) -> dict:
+                        data=None, progress: bool = True) -> dict:
     """Pre-trains the byte model ``model_cfg`` on the embedded corpus through :func:`train`
     (AdamW, cosine schedule, warm-up min(100, steps/5)) and returns its final params. The run
     lives in ``workdir``: calling again resumes it or, when its newest checkpoint is step
@@ -227,7 +258,8 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
     runs can share one base); its checkpoints
     (every ``checkpoint_every`` steps, the newest ``keep_checkpoints`` kept) serve analyses of
     training. The shared starting point of experiments that need "a model that knows some text"
-    more cheaply than SmolLM2."""
+    more cheaply than SmolLM2. ``data`` (a :class:`jaxlab.data.pipeline.DataConfig`) replaces the
+    embedded corpus (a BLT's entropy model trains on its run's data)."""
     from jaxlab.samplers import SampleConfig
     from jaxlab.train.checkpoint import load_params
     from jaxlab.train.fit import LoopConfig
@@ -254,6 +286,8 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
                            sample=SampleConfig(max_new_tokens=8, temperature=0.0),
                            optim=OptimConfig(lr=lr, warmup_steps=max(1, min(100, steps // 5)),
                                              schedule="cosine", weight_decay=0.1, clip_norm=1.0))
+    if data is not None:
+        exp = dataclasses.replace(exp, data=data)
     train(exp, workdir, progress=progress)
     return load_params(workdir)[1]
 

@@ -54,11 +54,17 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
 
 
+FROZEN_SUBTREES = ("entropy",)  # top-level params a model keeps frozen (a BLT's entropy model)
+
+
 def weight_decay_mask(params, *, decay_embeddings: bool = True):
-    """True for leaves that get weight decay: every ``kernel`` (and ``embedding`` if chosen)."""
+    """True for leaves that get weight decay: every ``kernel`` (and ``embedding`` if chosen),
+    except under the top-level keys of :data:`FROZEN_SUBTREES` (no gradient reaches them, and
+    decoupled decay would still shrink them)."""
     def decide(path, _):
+        top = path[0].key if hasattr(path[0], "key") else str(path[0])
         name = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
-        return name == "kernel" or (decay_embeddings and name == "embedding")
+        return top not in FROZEN_SUBTREES and (name == "kernel" or (decay_embeddings and name == "embedding"))
     return jax.tree_util.tree_map_with_path(decide, params)
 
 

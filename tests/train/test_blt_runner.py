@@ -1,6 +1,7 @@
 """A Byte Latent Transformer through the runner (``model.family=blt`` on the quickstart
 experiment): the training loss falls, validation bits per byte fall, and the report, results
-and sample come out of the same path as the other families."""
+and sample come out of the same path as the other families; with entropy patching the runner
+pre-trains (or loads) the entropy model and keeps it frozen."""
 
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from jaxlab import cli, models
 from jaxlab.models import blt
+from jaxlab.train.checkpoint import load_params
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.py")
 
@@ -39,3 +41,39 @@ def test_runner_trains_a_blt_and_reports_it(tmp_path):
     assert results["params"] == blt.count_params(jax.eval_shape(lambda k: blt.init(model_cfg, k), jax.random.key(0)))
     assert "Byte Latent Transformer (space patching)" in (workdir / "report.md").read_text()
     assert results["sample"].startswith("The ") and models.module(model_cfg) is blt
+
+
+@pytest.mark.slow
+def test_entropy_patching_pretrains_the_entropy_model_and_keeps_it_frozen(tmp_path, capsys):
+    text = "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)[:12])[:40_000]
+    (tmp_path / "corpus.txt").write_text(text)
+    base = ["--no-progress", "--set", f"data.path={tmp_path / 'corpus.txt'}", f"data.data_dir={tmp_path / 'tfds'}",
+            "model.family=blt", "model.patching=entropy", "model.entropy_threshold=1.5", "model.entropy_steps=6",
+            "model.d_model=32", "model.n_layers=1", "model.head_dim=16", "model.mlp_dim=64", "model.d_local=32",
+            "model.local_mlp_dim=64", "model.ngram_table_size=64", "train.batch_size=8", "train.seq_len=32",
+            "train.eval_batches=1", "optim.warmup_steps=1", "sample.max_new_tokens=2", "train.loop.steps=4",
+            "train.loop.eval_every=4", "train.loop.checkpoint_every=4"]
+    first = tmp_path / "first"
+    assert cli.main(["run", QUICKSTART, "--workdir", str(first), *base]) == 0
+    ent_step, ent = load_params(first / "entropy_model")
+    assert ent_step == 6
+    _, params = load_params(first)
+    for a, b in zip(jax.tree.leaves(ent), jax.tree.leaves(params["entropy"])):  # frozen: bit for bit
+        assert (a == b).all()
+    losses = [json.loads(line)["train/loss"] for line in (first / "entropy_model" / "metrics.jsonl").read_text()
+              .splitlines() if "train/loss" in line]
+    assert losses[-1] < losses[0]  # the entropy model was trained on the run's data
+    # a second run loads the same entropy model from the first run's folder
+    second = tmp_path / "second"
+    assert cli.main(["run", QUICKSTART, "--workdir", str(second), *base,
+                     f"model.entropy_from={first / 'entropy_model'}"]) == 0
+    assert not (second / "entropy_model").exists()
+    for a, b in zip(jax.tree.leaves(ent), jax.tree.leaves(load_params(second)[1]["entropy"])):
+        assert (a == b).all()
+    with pytest.raises(ValueError, match="does not have the shapes of model.entropy_d_model=16"):
+        cli.main(["run", QUICKSTART, "--workdir", str(tmp_path / "third"), *base, "model.entropy_d_model=16",
+                  f"model.entropy_from={first / 'entropy_model'}"])
+    capsys.readouterr()
+    assert cli.main(["run", QUICKSTART, "--workdir", str(tmp_path / "fourth"), *base,
+                     f"model.entropy_from={tmp_path / 'missing'}"]) == 1
+    assert "error: model.entropy_from: no checkpoint in" in capsys.readouterr().err

@@ -160,6 +160,9 @@ def test_schedule_and_weight_decay_mask():
     assert mask["layers"]["attn"]["q"]["kernel"] and mask["layers"]["mlp"]["down"]["kernel"]
     assert not mask["layers"]["attn_norm"]["scale"] and not mask["final_norm"]["scale"]
     assert not mask["embed"]["embedding"]
+    # a frozen subtree (a BLT's entropy model) gets no decay, whatever its leaves are called
+    nested = weight_decay_mask({"entropy": tf.init(CFG, jax.random.key(0)), "head": {"kernel": np.zeros(2)}})
+    assert nested["head"]["kernel"] and not any(jax.tree.leaves(nested["entropy"]))
 
 
 def test_mesh_config_errors():
