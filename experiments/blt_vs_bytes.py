@@ -48,6 +48,10 @@ the first, falls into much longer patches.
 
     jaxlab run experiments/blt_vs_bytes.py --preset smoke --seeds 2        # tests: about a minute
     jaxlab run experiments/blt_vs_bytes.py --preset paper --seeds 3 --publish
+
+The paper preset: windows of 128 bytes, batches of 16, 500 steps for each model, 128 validation
+windows; measured 23 minutes for 3 seeds on 2 cores shared with other work (a BLT step about
+0.4 s, a byte-transformer step about 0.3 s).
 """
 
 from __future__ import annotations
