@@ -180,7 +180,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     tokens_per_step = tcfg.batch_size * tcfg.seq_len
     init = hf_params if hf_params is not None else models.init_fn(cfg.model)
     if getattr(cfg.model, "family", None) == "blt" and cfg.model.patching == "entropy":
-        init = _blt_entropy_init(cfg, workdir, progress)
+        init = blt_entropy_init(cfg, workdir, progress)
     init_params, adapter = trainer_adapter(
         tcfg.peft, init,
         seed=tcfg.loop.seed, base_path=getattr(cfg.model, "hf_path", None), model_cfg=cfg.model, progress=progress,
@@ -219,7 +219,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, *, progress: bool = True) 
     return results
 
 
-def _blt_entropy_init(cfg: ExperimentConfig, workdir: Path, progress: bool):
+def blt_entropy_init(cfg: ExperimentConfig, workdir: Path, progress: bool):
     """``key -> params`` of a BLT with "entropy" patching: its own init with the entropy model
     loaded from ``model.entropy_from`` (a byte-transformer run folder) or pre-trained on the
     run's data for ``model.entropy_steps`` steps in ``workdir/entropy_model`` (resumable; a

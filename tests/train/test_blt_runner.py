@@ -12,7 +12,8 @@ import pytest
 
 from jaxlab import cli, models
 from jaxlab.models import blt
-from jaxlab.train.checkpoint import load_params
+from jaxlab.train import loop
+from jaxlab.train.checkpoint import CheckpointError, load_params
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.py")
 
@@ -44,7 +45,7 @@ def test_runner_trains_a_blt_and_reports_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_entropy_patching_pretrains_the_entropy_model_and_keeps_it_frozen(tmp_path, capsys):
+def test_entropy_patching_pretrains_the_entropy_model_and_keeps_it_frozen(tmp_path):
     text = "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)[:12])[:40_000]
     (tmp_path / "corpus.txt").write_text(text)
     base = ["--no-progress", "--set", f"data.path={tmp_path / 'corpus.txt'}", f"data.data_dir={tmp_path / 'tfds'}",
@@ -63,17 +64,17 @@ def test_entropy_patching_pretrains_the_entropy_model_and_keeps_it_frozen(tmp_pa
     losses = [json.loads(line)["train/loss"] for line in (first / "entropy_model" / "metrics.jsonl").read_text()
               .splitlines() if "train/loss" in line]
     assert losses[-1] < losses[0]  # the entropy model was trained on the run's data
-    # a second run loads the same entropy model from the first run's folder
-    second = tmp_path / "second"
-    assert cli.main(["run", QUICKSTART, "--workdir", str(second), *base,
-                     f"model.entropy_from={first / 'entropy_model'}"]) == 0
-    assert not (second / "entropy_model").exists()
-    for a, b in zip(jax.tree.leaves(ent), jax.tree.leaves(load_params(second)[1]["entropy"])):
+
+    # another run loads the same entropy model from the first run's folder (its init, without training)
+    def init(*extra):
+        cfg = next(iter(cli.experiment_variants(cli.load_experiment(QUICKSTART), [*base[2:], *extra]).values()))
+        return loop.blt_entropy_init(cfg, tmp_path / "second", progress=False)
+
+    loaded = init(f"model.entropy_from={first / 'entropy_model'}")(jax.random.key(3))
+    assert not (tmp_path / "second").exists()  # nothing pre-trained
+    for a, b in zip(jax.tree.leaves(ent), jax.tree.leaves(loaded["entropy"])):
         assert (a == b).all()
     with pytest.raises(ValueError, match="does not have the shapes of model.entropy_d_model=16"):
-        cli.main(["run", QUICKSTART, "--workdir", str(tmp_path / "third"), *base, "model.entropy_d_model=16",
-                  f"model.entropy_from={first / 'entropy_model'}"])
-    capsys.readouterr()
-    assert cli.main(["run", QUICKSTART, "--workdir", str(tmp_path / "fourth"), *base,
-                     f"model.entropy_from={tmp_path / 'missing'}"]) == 1
-    assert "error: model.entropy_from: no checkpoint in" in capsys.readouterr().err
+        init("model.entropy_d_model=16", f"model.entropy_from={first / 'entropy_model'}")
+    with pytest.raises(CheckpointError, match="model.entropy_from: no checkpoint in"):
+        init(f"model.entropy_from={tmp_path / 'missing'}")
