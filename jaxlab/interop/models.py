@@ -21,7 +21,8 @@ hash is fetched again.
                           if it has one, else bytes
     a jaxlab run workdir  config.json (with a ``model`` section) + checkpoints/, as ``jaxlab
                           run`` writes them: the params of its newest intact checkpoint, the
-                          tokenizer of its model.hf_path, else bytes
+                          tokenizer of its model.hf_path, else bytes; any model family
+                          (``model.family``: transformer, mamba, blt)
 """
 
 from __future__ import annotations
@@ -213,15 +214,17 @@ def _load_workdir(folder: Path, dtype: str):
 
     from jaxlab import config as config_lib
     from jaxlab.data import ByteTokenizer
-    from jaxlab.interop import hf
     from jaxlab.train.checkpoint import Checkpointer, verify_manifest
+
+    from jaxlab import models
 
     file = folder / "config.json"
     try:
         raw = json.loads(file.read_text())
-        cfg = config_lib.from_dict(transformer.Config, raw["model"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise ModelError(f"{file} has no valid transformer config under 'model' ({e!r}); "
+        family = raw["model"].get("family", "transformer")
+        cfg = config_lib.from_dict(models.FAMILIES[family].Config, raw["model"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ModelError(f"{file} has no valid model config under 'model' ({e!r}); "
                          "load_model reads run workdirs whose config.json has one") from None
     ckpt = Checkpointer(folder / "checkpoints")
     steps = [s for s in reversed(ckpt.steps()) if verify_manifest(ckpt.directory / str(s)) is None]
@@ -229,7 +232,8 @@ def _load_workdir(folder: Path, dtype: str):
     if not steps:
         raise ModelError(f"{folder / 'checkpoints'} holds no intact checkpoint")
     # the workdir's config.json holds the resolved architecture (hf_path: where it came from)
-    tokenizer = folder_tokenizer(Path(cfg.hf_path)) if cfg.hf_path else ByteTokenizer()
+    hf_path = getattr(cfg, "hf_path", None)  # transformers only
+    tokenizer = folder_tokenizer(Path(hf_path)) if hf_path else ByteTokenizer()
     state_dir = ckpt.directory / str(steps[0]) / "state"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     with ocp.PyTreeCheckpointer() as checkpointer:  # the whole train state, onto one device
@@ -238,7 +242,10 @@ def _load_workdir(folder: Path, dtype: str):
         state = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
             item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
     params = state["params"]
-    hf.flat_params(cfg, params)  # the restored tree is the model's
+    want = jax.eval_shape(models.init_fn(cfg), jax.random.key(0))  # the restored tree is the model's
+    if jax.tree.structure(want) != jax.tree.structure(params) or any(
+            w.shape != p.shape for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
+        raise ModelError(f"the params in {state_dir} are not the tree of the model in {file}")
     cfg, params = _with_dtype(cfg, params, dtype)
     return cfg, params, tokenizer
 

@@ -170,6 +170,11 @@ def test_load_model_of_a_run_workdir(tmp_path, params):
     assert loaded_cfg == cfg and isinstance(tok, ByteTokenizer)
     assert_bitwise_equal(loaded, p)
     assert transformer.count_params(loaded) == transformer.count_params(p)
-    (tmp_path / "config.json").write_text(json.dumps({"model": {"d_model": "wide"}}))
-    with pytest.raises(models.ModelError, match="no valid transformer config under 'model'"):
+    wider = dataclasses.replace(cfg, d_model=2 * cfg.d_model)  # a config that is not the checkpoint's
+    (tmp_path / "config.json").write_text(config_lib.to_json(ExperimentConfig(model=wider)) + "\n")
+    with pytest.raises(models.ModelError, match="not the tree of the model"):
         models.load_model(tmp_path)
+    for bad in ({"d_model": "wide"}, {"family": "rnn"}):
+        (tmp_path / "config.json").write_text(json.dumps({"model": bad}))
+        with pytest.raises(models.ModelError, match="no valid model config under 'model'"):
+            models.load_model(tmp_path)

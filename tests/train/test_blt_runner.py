@@ -10,7 +10,8 @@ import jax
 import pydoc_data.topics
 import pytest
 
-from jaxlab import cli, models
+from jaxlab import cli, generate_cli, models
+from jaxlab.interop.models import load_model
 from jaxlab.models import blt
 from jaxlab.train import loop
 from jaxlab.train.checkpoint import CheckpointError, load_params
@@ -42,6 +43,15 @@ def test_runner_trains_a_blt_and_reports_it(tmp_path):
     assert results["params"] == blt.count_params(jax.eval_shape(lambda k: blt.init(model_cfg, k), jax.random.key(0)))
     assert "Byte Latent Transformer (space patching)" in (workdir / "report.md").read_text()
     assert results["sample"].startswith("The ") and models.module(model_cfg) is blt
+    # the workdir loads like any model: jaxlab generate continues the prompt as the runner did
+    loaded_cfg, params, tok = load_model(workdir)
+    assert loaded_cfg == model_cfg
+    run_cfg = json.loads((workdir / "config.json").read_text())
+    sample, prompt = run_cfg["sample"], run_cfg["prompt"]
+    text = generate_cli.complete(loaded_cfg, params, tok, prompt, max_new_tokens=sample["max_new_tokens"],
+                                 temperature=sample["temperature"], top_p=sample["top_p"],
+                                 seed=run_cfg["train"]["loop"]["seed"])
+    assert prompt + text == results["sample"]
 
 
 @pytest.mark.slow
