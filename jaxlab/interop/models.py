@@ -213,10 +213,9 @@ def _load_workdir(folder: Path, dtype: str):
     import orbax.checkpoint as ocp
 
     from jaxlab import config as config_lib
-    from jaxlab.data import ByteTokenizer
-    from jaxlab.train.checkpoint import Checkpointer, verify_manifest
-
     from jaxlab import models
+    from jaxlab.data import ByteTokenizer
+    from jaxlab.train.checkpoint import Checkpointer, same_shapes, verify_manifest
 
     file = folder / "config.json"
     try:
@@ -243,8 +242,7 @@ def _load_workdir(folder: Path, dtype: str):
             item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
     params = state["params"]
     want = jax.eval_shape(models.init_fn(cfg), jax.random.key(0))  # the restored tree is the model's
-    if jax.tree.structure(want) != jax.tree.structure(params) or any(
-            w.shape != p.shape for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
+    if not same_shapes(want, params):
         raise ModelError(f"the params in {state_dir} are not the tree of the model in {file}")
     cfg, params = _with_dtype(cfg, params, dtype)
     return cfg, params, tokenizer

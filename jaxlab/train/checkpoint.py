@@ -165,6 +165,13 @@ def read_meta(workdir: str | Path, step: int) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def same_shapes(want, params) -> bool:
+    """Whether ``params`` has the tree structure and leaf shapes of ``want`` (a pytree of
+    arrays or ``jax.ShapeDtypeStruct``, e.g. ``jax.eval_shape`` of a model's init)."""
+    return jax.tree.structure(want) == jax.tree.structure(params) and all(
+        w.shape == np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params)))
+
+
 def load_params(workdir: str | Path, step: int | None = None) -> tuple[int, dict]:
     """(step, params) of a run's checkpoint, read without building a model or an optimizer:
     only the ``params`` subtree of the saved state, as host numpy arrays of the saved shapes

@@ -225,7 +225,7 @@ def blt_entropy_init(cfg: ExperimentConfig, workdir: Path, progress: bool):
     run's data for ``model.entropy_steps`` steps in ``workdir/entropy_model`` (resumable; a
     finished one is only read)."""
     from jaxlab.models import blt
-    from jaxlab.train.checkpoint import CheckpointError, load_params
+    from jaxlab.train.checkpoint import CheckpointError, load_params, same_shapes
 
     ent_cfg = cfg.model.entropy_model
     if cfg.model.entropy_from:
@@ -237,8 +237,7 @@ def blt_entropy_init(cfg: ExperimentConfig, workdir: Path, progress: bool):
         ent_params = pretrain_byte_model(workdir / "entropy_model", ent_cfg, steps=cfg.model.entropy_steps,
                                          seed=cfg.train.loop.seed, data=cfg.data, progress=progress)
     want = jax.eval_shape(transformer.init, ent_cfg, jax.random.key(0))
-    if jax.tree.structure(want) != jax.tree.structure(ent_params) or any(
-            w.shape != np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(ent_params))):
+    if not same_shapes(want, ent_params):
         raise ValueError(f"the entropy model at {cfg.model.entropy_from} does not have the shapes of "
                          f"model.entropy_d_model={cfg.model.entropy_d_model}, "
                          f"model.entropy_layers={cfg.model.entropy_layers}, "
@@ -261,13 +260,12 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
     more cheaply than SmolLM2. ``data`` (a :class:`jaxlab.data.pipeline.DataConfig`) replaces the
     embedded corpus (a BLT's entropy model trains on its run's data)."""
     from jaxlab.samplers import SampleConfig
-    from jaxlab.train.checkpoint import load_params
+    from jaxlab.train.checkpoint import CheckpointError, load_params, same_shapes
     from jaxlab.train.fit import LoopConfig
     from jaxlab.train.optim import OptimConfig
 
     if model_cfg.vocab_size < 259:
         raise ValueError(f"a byte model needs vocab_size >= 259 (256 bytes + specials), got {model_cfg.vocab_size}")
-    from jaxlab.train.checkpoint import CheckpointError
 
     try:
         step, params = load_params(workdir)
@@ -275,8 +273,7 @@ def pretrain_byte_model(workdir: str | Path, model_cfg: transformer.Config, *, s
         step, params = None, None
     if step == steps:
         want = jax.eval_shape(models.init_fn(model_cfg), jax.random.key(0))
-        if jax.tree.structure(want) == jax.tree.structure(params) and all(
-                w.shape == np.shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
+        if same_shapes(want, params):
             return params
     every = checkpoint_every or steps
     train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, eval_batches=2,

@@ -120,3 +120,13 @@ def test_load_params_reads_only_the_params(tmp_path):
         load_params(tmp_path, step=5)
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         load_params(tmp_path / "empty")
+
+
+def test_same_shapes_compares_structure_and_leaf_shapes():
+    from jaxlab.train.checkpoint import same_shapes
+
+    want = {"a": jax.ShapeDtypeStruct((2, 3), np.float32), "b": [jax.ShapeDtypeStruct((4,), np.int32)]}
+    assert same_shapes(want, {"a": np.zeros((2, 3)), "b": [np.zeros(4)]})  # dtypes are not compared
+    assert not same_shapes(want, {"a": np.zeros((3, 2)), "b": [np.zeros(4)]})
+    assert not same_shapes(want, {"a": np.zeros((2, 3)), "c": [np.zeros(4)]})
+    assert not same_shapes(want, {"a": np.zeros((2, 3)), "b": [np.zeros(4), np.zeros(4)]})
