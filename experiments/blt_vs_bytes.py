@@ -43,8 +43,9 @@ a uniform guess over bytes); (3) the noise touched the text: at least 2% of the 
 bytes changed.
 
 Reported beside the verdict (the paper's edge case): the entropy patches' length distribution
-on validation text, and on repeated text, where the second copy of a window, predictable from
-the first, falls into much longer patches.
+on validation text, and on repeated text (a window's first half written twice), where the
+paper's observation predicts much longer patches in the second copy, as an entropy model that
+has seen the first copy finds it predictable.
 
     jaxlab run experiments/blt_vs_bytes.py --preset smoke --seeds 2        # tests: about a minute
     jaxlab run experiments/blt_vs_bytes.py --preset paper --seeds 3 --publish
@@ -194,11 +195,11 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
     model = dataclasses.replace(cfg.model, patching="static")
     arms = {"blt": ("blt", model, starts, blt.init(model, b_key)),
             "bytes": ("transformer", cfg.bytes, none, transformer.init(cfg.bytes, t_key))}
-    trained, losses = {}, {"entropy_model": ent_losses}
+    trained, losses, train_s = {}, {"entropy_model": ent_losses}, {}
     for name, (kind, m, fn, init) in arms.items():
         t1 = time.perf_counter()
         trained[name], losses[name] = fit(kind, m, init, fn, steps=cfg.steps, desc=name)
-        losses[name + "_train_s"] = time.perf_counter() - t1
+        train_s[name] = time.perf_counter() - t1
 
     # 3-4. clean and noised scores, over every target and over the targets the noise kept
     ev = cfg.batch_size
@@ -229,8 +230,8 @@ def run(cfg: Config, workdir: Path, *, progress: bool) -> dict:
         "flops": flops, "flops_ratio": flops["blt"] / flops["bytes"],
         "params": {"blt": blt.count_params(trained["blt"]), "bytes": transformer.count_params(trained["bytes"]),
                    "entropy_model": transformer.count_params(ent_params)},
-        "final_train_loss": {name: losses[name][-1] for name in ("entropy_model", "blt", "bytes")},
-        "train_s": {name: losses[name + "_train_s"] for name in arms},
+        "final_train_loss": {name: v[-1] for name, v in losses.items()},
+        "train_s": train_s,
         "wall_s": 0.0,
     }
     for name in arms:
