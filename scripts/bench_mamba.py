@@ -29,12 +29,16 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import random_lm_batch, timed_steps  # noqa: E402  (the benchmarks' batch and timing loop)
 
 from jaxlab import models
 from jaxlab.models import mamba, transformer
@@ -70,21 +74,8 @@ def train_tokens_per_s(cfg, *, batch_size: int, seq_len: int, steps: int, warmup
     state = jax.jit(init, out_shardings=sh)(jax.random.key(0))
     loss = lambda p, b, k: lm_loss_sums(p, b, k, model_cfg=cfg)
     step = jit_train_step(mesh, sh, loss_sums_fn=loss, optimizer=optimizer)
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 256, (batch_size, seq_len + 1)).astype(np.int32)
-    batch = shd.global_batch({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-                              "segment_ids": np.ones((batch_size, seq_len), np.int32),
-                              "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch_size, 1)),
-                              "mask": np.ones((batch_size, seq_len), np.float32)}, mesh)
-    for _ in range(warmup):
-        state, m = step(state, batch)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, m = step(state, batch)
-        jax.block_until_ready((state, m))
-        times.append(time.perf_counter() - start)
+    batch = shd.global_batch(random_lm_batch(batch_size, seq_len, 256, seed=0), mesh)
+    state, m, times = timed_steps(step, state, batch, warmup, steps)
     median = statistics.median(times)
     return {"step_s": median, "tokens_per_s": batch_size * seq_len / median, "loss": float(m["loss"])}
 

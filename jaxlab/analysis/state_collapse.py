@@ -33,9 +33,9 @@ from typing import Literal, get_args
 import jax
 import jax.numpy as jnp
 
+from jaxlab.losses.lm import token_nll
 from jaxlab.models import mamba
 from jaxlab.nn.linear import dense
-from jaxlab.nn.norms import rms_norm
 
 FixKind = Literal["none", "forget", "normalize", "window"]
 FIX_KINDS = get_args(FixKind)
@@ -108,15 +108,10 @@ def run_with_fix(params: dict, tokens_BT: jax.Array, cfg: mamba.Config, fix: Sta
         y_BTE = y_BTE * jax.nn.silu(s["z"].astype(jnp.float32))
         x_BTD = x_BTD + dense(layer["out_proj"], y_BTE, "bte,ed->btd")
         norms.append(jnp.linalg.norm(read_BTEN, axis=-1))
-    x_BTD = rms_norm(params["final_norm"], x_BTD, cfg.norm_eps)
-    if cfg.tie_embeddings:
-        logits = jnp.einsum("btd,vd->btv", x_BTD, params["embed"]["embedding"].astype(jnp.float32))
-    else:
-        logits = dense(params["unembed"], x_BTD, "btd,dv->btv")
-    return logits.astype(jnp.float32), jnp.stack(norms)
+    return mamba.head_logits(params, x_BTD, cfg), jnp.stack(norms)
 
 
 def position_nll(logits_BTV: jax.Array, tokens_BT: jax.Array) -> jax.Array:
-    """-log p(token_{t+1} | tokens_{<=t}) at every position t < T - 1, [B, T - 1]."""
-    logp_BTV = jax.nn.log_softmax(logits_BTV[:, :-1], axis=-1)
-    return -jnp.take_along_axis(logp_BTV, tokens_BT[:, 1:, None], axis=-1)[..., 0]
+    """-log p(token_{t+1} | tokens_{<=t}) at every position t < T - 1, [B, T - 1]
+    (:func:`jaxlab.losses.lm.token_nll` of the shifted targets)."""
+    return token_nll(logits_BTV[:, :-1], tokens_BT[:, 1:])[0]

@@ -208,12 +208,18 @@ def _forward(params: dict, tokens_BT: jax.Array, cfg: Config, cache: dict, segme
     x_BTD, (conv, ssm, hidden_LBTD) = jax.lax.scan(body, x_BTD, (params["layers"], cache["conv"], cache["ssm"]))
     if return_hidden:
         hidden_LBTD = jnp.concatenate([hidden_LBTD, x_BTD[None]], axis=0)
+    return head_logits(params, x_BTD, cfg), {"conv": conv, "ssm": ssm}, hidden_LBTD
+
+
+def head_logits(params: dict, x_BTD: jax.Array, cfg: Config) -> jax.Array:
+    """Logits [B, T, V] float32 of the residual stream after the last layer: the final RMSNorm,
+    then the unembedding (the embedding's transpose when tied)."""
     x_BTD = rms_norm(params["final_norm"], x_BTD, cfg.norm_eps)
     if cfg.tie_embeddings:
         logits = jnp.einsum("btd,vd->btv", x_BTD, params["embed"]["embedding"].astype(x_BTD.dtype))
     else:
         logits = dense(params["unembed"], x_BTD, "btd,dv->btv")
-    return logits.astype(jnp.float32), {"conv": conv, "ssm": ssm}, hidden_LBTD
+    return logits.astype(jnp.float32)
 
 
 def apply(params: dict, tokens_BT: jax.Array, cfg: Config, *, positions_BT: jax.Array | None = None,
